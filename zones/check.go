@@ -44,7 +44,7 @@ func (r Result) ListInfo() ListInfo {
 		Name:     s.Name,
 		Path:     s.Path,
 		Format:   s.Format,
-		Action:   actionName(s.Action),
+		Action:   s.Action.String(),
 		Category: s.Category,
 		Rules:    s.Rules,
 		Skipped:  s.Skipped,

@@ -273,8 +273,8 @@ func (p *fileParser) directive(d []byte) error {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
 		case "action":
-			a, ok := parseAction(v)
-			if !ok {
+			a, err := sinkhole.ParseAction(strings.ToLower(v))
+			if err != nil {
 				return p.fail(1, fmt.Sprintf("unknown action %q", v), ErrDirective)
 			}
 			p.src.Action = a
@@ -285,48 +285,6 @@ func (p *fileParser) directive(d []byte) error {
 		}
 	}
 	return nil
-}
-
-// parseAction maps a directive's action name (as DESIGN.md spells it,
-// any letter case) to an Action.
-func parseAction(s string) (sinkhole.Action, bool) {
-	switch strings.ToLower(s) {
-	case "sinkhole":
-		return sinkhole.ActionSinkhole, true
-	case "nxdomain":
-		return sinkhole.ActionNXDomain, true
-	case "nodata":
-		return sinkhole.ActionNoData, true
-	case "refuse":
-		return sinkhole.ActionRefuse, true
-	case "drop":
-		return sinkhole.ActionDrop, true
-	case "log":
-		return sinkhole.ActionLog, true
-	}
-	return sinkhole.ActionNone, false
-}
-
-// actionName is the name of a as directives, `sinkd check` and
-// /api/v1/lists spell it ("sinkhole", "nxdomain", ...; "" for ActionNone).
-func actionName(a sinkhole.Action) string {
-	switch a {
-	case sinkhole.ActionNone:
-		return ""
-	case sinkhole.ActionSinkhole:
-		return "sinkhole"
-	case sinkhole.ActionNXDomain:
-		return "nxdomain"
-	case sinkhole.ActionNoData:
-		return "nodata"
-	case sinkhole.ActionRefuse:
-		return "refuse"
-	case sinkhole.ActionDrop:
-		return "drop"
-	case sinkhole.ActionLog:
-		return "log"
-	}
-	return fmt.Sprintf("action(%d)", a)
 }
 
 // isAllow reports whether the list named name is an allowlist: it sits

@@ -104,7 +104,7 @@ func parseLine(line []byte, s sink) lineResult {
 			return parseHosts(rest, note, s)
 		}
 	}
-	if adblockish(first) {
+	if !looksAddr(first) && adblockish(first) {
 		return lineResult{why: whyAdblock, tok: body}
 	}
 	return lineResult{why: whyTrailing, tok: body}
@@ -171,7 +171,9 @@ func parseAddrToken(tok, note []byte, s sink, f format) (lineResult, bool) {
 	}
 	a, err := netip.ParseAddr(string(tok))
 	if err != nil {
-		if bytes.IndexByte(tok, ':') >= 0 && hexColons(tok) {
+		colons := bytes.IndexByte(tok, ':') >= 0
+		if colons && hexColons(tok) || !colons && bytes.Count(tok, []byte(".")) == 3 {
+			// Shaped like an IPv6 or dotted-quad IPv4 address.
 			return lineResult{why: whyAddr, tok: tok}, true
 		}
 		return lineResult{}, false
