@@ -1,0 +1,318 @@
+package resolver
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/sinkd/sinkd/sinkhole"
+)
+
+// Upstream answers the questions the cache cannot (package upstream's Pool).
+type Upstream interface {
+	Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error)
+	Ready() bool
+}
+
+// Server is the DNS front: it owns its UDP and TCP sockets and runs every
+// query through the pipeline of handle.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	up      Upstream
+	rec     sinkhole.Recorder
+	cache   *cache
+	limiter *rateLimiter
+	flight  singleflight.Group
+	m       *metrics
+	now     func() time.Time
+	policy  atomic.Pointer[sinkhole.Policy]
+
+	mu        sync.Mutex
+	udp       []*net.UDPConn
+	tcp       []*net.TCPListener
+	conns     map[net.Conn]struct{}
+	base      context.Context // slow-path work; cancelled when draining ends
+	cancel    context.CancelFunc
+	inflight  sync.WaitGroup // slow-path goroutines
+	loops     sync.WaitGroup // socket loops
+	tcpActive atomic.Int64
+}
+
+// Option adjusts a Server (tests inject a clock).
+type Option func(*Server)
+
+// WithClock replaces time.Now.
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// New builds a server. It opens no socket and starts no goroutine: Listen
+// and Serve do. rec may be nil.
+func New(cfg Config, up Upstream, rec sinkhole.Recorder, reg prometheus.Registerer, log *slog.Logger, opts ...Option) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := newCache(cfg.Cache)
+	if err != nil {
+		return nil, fmt.Errorf("resolver: cache: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log.With("component", "resolver"), up: up, rec: rec, cache: c, now: time.Now,
+		conns: make(map[net.Conn]struct{})}
+	if cfg.Access.RateLimit > 0 {
+		s.limiter = newRateLimiter(cfg.Access.RateLimit)
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.m = newMetrics(reg, func() float64 { return float64(c.len()) })
+	s.base, s.cancel = context.WithCancel(context.Background())
+	s.policy.Store(sinkhole.NewPolicy(sinkhole.Settings{}, nil))
+	return s, nil
+}
+
+// SetPolicy swaps in a new policy snapshot; queries already past their
+// policy check finish against the old one.
+func (s *Server) SetPolicy(p *sinkhole.Policy) { s.policy.Store(p) }
+
+// Policy is the snapshot in force.
+func (s *Server) Policy() *sinkhole.Policy { return s.policy.Load() }
+
+// Ready reports whether an upstream has answered.
+func (s *Server) Ready() bool { return s.up.Ready() }
+
+// Listen opens a UDP socket and a TCP listener on every listen address.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.cfg.Listen {
+		ap := netip.MustParseAddrPort(a) // checked by Validate
+		uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			s.closeLocked()
+			return fmt.Errorf("resolver: listen udp %s: %w", a, err)
+		}
+		s.udp = append(s.udp, uc)
+		// The same port for TCP (port 0 means: the one UDP got).
+		tap := netip.AddrPortFrom(ap.Addr(), uc.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+		tl, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(tap))
+		if err != nil {
+			s.closeLocked()
+			return fmt.Errorf("resolver: listen tcp %s: %w", tap, err)
+		}
+		s.tcp = append(s.tcp, tl)
+	}
+	return nil
+}
+
+// Addrs are the bound addresses, one per listen address (UDP and TCP share
+// the port).
+func (s *Server) Addrs() []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]netip.AddrPort, 0, len(s.udp))
+	for _, u := range s.udp {
+		out = append(out, u.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
+	return out
+}
+
+func (s *Server) closeLocked() {
+	for _, u := range s.udp {
+		_ = u.Close()
+	}
+	for _, t := range s.tcp {
+		_ = t.Close()
+	}
+	s.udp, s.tcp = nil, nil
+}
+
+// Serve answers queries on the sockets of Listen until ctx is done, then
+// stops reading, lets queries in flight finish (at most DrainTimeout) and
+// returns.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	if len(s.udp) == 0 {
+		s.mu.Unlock()
+		return errors.New("resolver: Serve before Listen")
+	}
+	readers := max(1, runtime.GOMAXPROCS(0))
+	for _, u := range s.udp {
+		for range readers {
+			s.loops.Add(1)
+			go s.serveUDP(u)
+		}
+	}
+	for _, t := range s.tcp {
+		s.loops.Add(1)
+		go s.serveTCP(t)
+	}
+	s.mu.Unlock()
+
+	<-ctx.Done()
+	s.mu.Lock()
+	s.closeLocked()
+	for c := range s.conns {
+		_ = c.SetReadDeadline(time.Now()) // stop reading; answers in flight still go out
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.loops.Wait(); s.inflight.Wait(); close(done) }()
+	t := time.NewTimer(s.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("drain timeout: queries still in flight are abandoned", "timeout", s.cfg.DrainTimeout)
+		s.cancel()
+		<-done
+	}
+	s.cancel()
+	return nil
+}
+
+// serveUDP is one reader of a UDP socket. Cache hits and policy answers are
+// written from here; misses go to a goroutine of their own.
+func (s *Server) serveUDP(c *net.UDPConn) {
+	defer s.loops.Done()
+	buf := make([]byte, 65535)
+	out := make([]byte, 0, 65535)
+	var r request
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		reply, st := s.handle(s.base, out[:0], buf[:n], from, protoUDP, false, false, &r)
+		switch st {
+		case statusReply:
+			_, _ = c.WriteToUDPAddrPort(reply, from)
+		case statusSlow:
+			msg := append([]byte(nil), buf[:n]...)
+			admitted := r.admitted
+			s.inflight.Add(1)
+			go func() {
+				defer s.inflight.Done()
+				var r request
+				reply, st := s.handle(s.base, nil, msg, from, protoUDP, true, admitted, &r)
+				if st == statusReply {
+					_, _ = c.WriteToUDPAddrPort(reply, from)
+				}
+			}()
+		}
+	}
+}
+
+// serveTCP accepts connections up to listen.tcp_max_conns.
+func (s *Server) serveTCP(l *net.TCPListener) {
+	defer s.loops.Done()
+	for {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		if s.tcpActive.Load() >= int64(s.cfg.TCPMaxConns) {
+			s.m.tcpReject.Inc()
+			_ = c.Close()
+			continue
+		}
+		s.mu.Lock()
+		if s.udp == nil { // shutting down
+			s.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.tcpActive.Add(1)
+		s.m.tcpConns.Inc()
+		s.loops.Add(1)
+		go s.serveConn(c)
+	}
+}
+
+// serveConn answers the queries of one TCP connection, pipelined (RFC 7766):
+// queries are read as they come and answered as they are ready, possibly out
+// of order; the connection closes after tcp_idle_timeout without a query.
+func (s *Server) serveConn(c *net.TCPConn) {
+	defer s.loops.Done()
+	var (
+		wmu   sync.Mutex
+		conns sync.WaitGroup
+	)
+	defer func() {
+		conns.Wait()
+		_ = c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.tcpActive.Add(-1)
+		s.m.tcpConns.Dec()
+	}()
+	from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	write := func(reply []byte) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		if _, err := c.Write(reply); err != nil {
+			_ = c.SetReadDeadline(time.Now()) // a client that does not read is closed
+		}
+	}
+	var lenBuf [2]byte
+	buf := make([]byte, 512)
+	out := make([]byte, 2, 4096)
+	var r request
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(lenBuf[:]))
+		if n > cap(buf) {
+			buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+			return
+		}
+		reply, st := s.handle(s.base, out[:2], buf[:n], from, protoTCP, false, false, &r)
+		switch st {
+		case statusReply:
+			binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
+			write(reply)
+			out = reply[:2]
+		case statusSlow:
+			msg := append([]byte(nil), buf[:n]...)
+			admitted := r.admitted
+			conns.Add(1)
+			s.inflight.Add(1)
+			go func() {
+				defer s.inflight.Done()
+				defer conns.Done()
+				var r request
+				reply, st := s.handle(s.base, make([]byte, 2, 512), msg, from, protoTCP, true, admitted, &r)
+				if st == statusReply {
+					binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
+					write(reply)
+				}
+			}()
+		}
+	}
+}
