@@ -415,7 +415,11 @@ func TestProtocolEdges(t *testing.T) {
 		}, wantRcode: dns.RcodeFormatError},
 		{name: "NOTIFY opcode", msg: func() *dns.Msg { m := newQuery("a.example.", dns.TypeSOA); m.Opcode = dns.OpcodeNotify; return m }, wantRcode: dns.RcodeNotImplemented},
 		{name: "UPDATE opcode", msg: func() *dns.Msg { m := newQuery("a.example.", dns.TypeSOA); m.Opcode = dns.OpcodeUpdate; return m }, wantRcode: dns.RcodeNotImplemented},
-		{name: "CHAOS class", msg: func() *dns.Msg { m := newQuery("version.bind.", dns.TypeTXT); m.Question[0].Qclass = dns.ClassCHAOS; return m }, wantRcode: dns.RcodeNotImplemented},
+		{name: "CHAOS class", msg: func() *dns.Msg {
+			m := newQuery("version.bind.", dns.TypeTXT)
+			m.Question[0].Qclass = dns.ClassCHAOS
+			return m
+		}, wantRcode: dns.RcodeNotImplemented},
 		{name: "EDNS version 1", msg: func() *dns.Msg {
 			m := newQuery("a.example.", dns.TypeA)
 			m.SetEdns0(1232, false)
@@ -529,4 +533,3 @@ func TestMetricNamesPassPromlint(t *testing.T) {
 		t.Errorf("sinkd_queries_total{proto=udp,qtype=A,rcode=NOERROR} = %v, want 1", got)
 	}
 }
-
