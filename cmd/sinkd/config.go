@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sinkd/sinkd/resolver"
+	"github.com/sinkd/sinkd/resolver/upstream"
+	"github.com/sinkd/sinkd/sinkhole"
+)
+
+// fileConfig is the shape of sinkd.yaml. Dotted keys of DESIGN.md are nested
+// maps here; every key is optional. cmd owns only this shape and the
+// defaults: each package validates its own part.
+type fileConfig struct {
+	Instance string `yaml:"instance"`
+	Listen   struct {
+		DNS            []string `yaml:"dns"`
+		HTTP           string   `yaml:"http"`
+		TCPIdleTimeout duration `yaml:"tcp_idle_timeout"`
+		TCPMaxConns    int      `yaml:"tcp_max_conns"`
+	} `yaml:"listen"`
+	Upstreams        []string `yaml:"upstreams"`
+	UpstreamStrategy string   `yaml:"upstream_strategy"`
+	UpstreamTimeout  duration `yaml:"upstream_timeout"`
+	Zones            struct {
+		Dir string `yaml:"dir"`
+	} `yaml:"zones"`
+	Evidence struct {
+		Dir string `yaml:"dir"`
+	} `yaml:"evidence"`
+	Sinkhole struct {
+		IPv4   string `yaml:"ipv4"`
+		IPv6   string `yaml:"ipv6"`
+		TTL    uint32 `yaml:"ttl"`
+		Action string `yaml:"action"`
+	} `yaml:"sinkhole"`
+	Access struct {
+		Allow           []string `yaml:"allow"`
+		RateLimit       int      `yaml:"rate_limit"`
+		RateLimitExempt []string `yaml:"rate_limit_exempt"`
+	} `yaml:"access"`
+	Cache struct {
+		Size       int      `yaml:"size"`
+		MinTTL     duration `yaml:"min_ttl"`
+		MaxTTL     duration `yaml:"max_ttl"`
+		ServeStale bool     `yaml:"serve_stale"`
+		Prefetch   bool     `yaml:"prefetch"`
+	} `yaml:"cache"`
+	Log struct {
+		Level  string `yaml:"level"`
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+// duration is a YAML duration: Go syntax ("1.5s", "10m"), plus "d" for days
+// ("7d", "1d12h"), or a bare number of seconds.
+type duration time.Duration
+
+var daysRe = regexp.MustCompile(`^(\d+)d(.*)$`)
+
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	var days time.Duration
+	if m := daysRe.FindStringSubmatch(s); m != nil {
+		n, err := strconv.Atoi(m[1])
+		if err != nil {
+			return 0, err
+		}
+		days = time.Duration(n) * 24 * time.Hour
+		if s = m[2]; s == "" {
+			return days, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (want e.g. 10s, 5m, 7d)", s)
+	}
+	return days + d, nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = duration(v)
+	return nil
+}
+
+// config is the loaded, validated configuration, split by package.
+type config struct {
+	file      fileConfig
+	resolver  resolver.Config
+	upstream  upstream.Config
+	settings  sinkhole.Settings
+	zonesDir  string
+	hitsDir   string
+	httpAddr  string
+	instance  string
+	logLevel  string
+	logFormat string
+}
+
+// defaultFile is the configuration of a sinkd started without -config.
+func defaultFile() fileConfig {
+	var f fileConfig
+	rc := resolver.DefaultConfig()
+	f.Listen.DNS = rc.Listen
+	f.Listen.HTTP = "127.0.0.1:8053"
+	f.Listen.TCPIdleTimeout = duration(rc.TCPIdleTimeout)
+	f.Listen.TCPMaxConns = rc.TCPMaxConns
+	f.UpstreamStrategy = "fastest"
+	f.UpstreamTimeout = duration(2 * time.Second)
+	f.Zones.Dir = "./zones.d"
+	f.Evidence.Dir = "./data/hits"
+	f.Sinkhole.IPv4, f.Sinkhole.IPv6, f.Sinkhole.TTL, f.Sinkhole.Action = "0.0.0.0", "::", 60, "sinkhole"
+	f.Access.Allow = resolver.DefaultAllow
+	f.Access.RateLimit = 1000
+	f.Access.RateLimitExempt = []string{"127.0.0.0/8", "::1/128"}
+	f.Cache.Size = rc.Cache.Size
+	f.Cache.MaxTTL = duration(rc.Cache.MaxTTL)
+	f.Cache.ServeStale, f.Cache.Prefetch = true, true
+	f.Log.Level, f.Log.Format = "info", "text"
+	return f
+}
+
+// errConfig wraps every configuration error.
+var errConfig = errors.New("config")
+
+// loadConfig reads path (empty: defaults only) and validates the result.
+// resolvConf is where default upstreams come from.
+func loadConfig(path, resolvConf string) (*config, error) {
+	f := defaultFile()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errConfig, err)
+		}
+		if err := decodeStrict(b, &f); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", errConfig, path, err)
+		}
+	}
+	return buildConfig(f, resolvConf)
+}
+
+// decodeStrict decodes YAML into f, rejecting unknown keys (the error names
+// the key and its line).
+func decodeStrict(b []byte, f *fileConfig) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(f); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+func buildConfig(f fileConfig, resolvConf string) (*config, error) {
+	c := &config{file: f, zonesDir: f.Zones.Dir, hitsDir: f.Evidence.Dir, httpAddr: f.Listen.HTTP,
+		instance: f.Instance, logLevel: f.Log.Level, logFormat: f.Log.Format}
+	if c.instance == "" {
+		c.instance, _ = os.Hostname()
+	}
+	allow, err := resolver.ParsePrefixes(f.Access.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("%w: access.allow: %w", errConfig, err)
+	}
+	exempt, err := resolver.ParsePrefixes(f.Access.RateLimitExempt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: access.rate_limit_exempt: %w", errConfig, err)
+	}
+	c.resolver = resolver.Config{
+		Listen:         f.Listen.DNS,
+		TCPIdleTimeout: time.Duration(f.Listen.TCPIdleTimeout),
+		TCPMaxConns:    f.Listen.TCPMaxConns,
+		QueryTimeout:   time.Duration(f.UpstreamTimeout),
+		DrainTimeout:   4 * time.Second,
+		Access:         resolver.AccessConfig{Allow: allow, RateLimit: f.Access.RateLimit, RateLimitExempt: exempt},
+		Cache: resolver.CacheConfig{Size: f.Cache.Size, MinTTL: time.Duration(f.Cache.MinTTL),
+			MaxTTL: time.Duration(f.Cache.MaxTTL), ServeStale: f.Cache.ServeStale, Prefetch: f.Cache.Prefetch},
+	}
+	if err := c.resolver.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", errConfig, err)
+	}
+
+	servers := f.Upstreams
+	if len(servers) == 0 && resolvConf != "" {
+		var self []netip.AddrPort
+		for _, l := range f.Listen.DNS {
+			if ap, err := netip.ParseAddrPort(l); err == nil {
+				self = append(self, ap)
+			}
+		}
+		servers, err = upstream.FromResolvConf(resolvConf, self)
+		if err != nil {
+			return nil, fmt.Errorf("%w: default upstreams: %w", errConfig, err)
+		}
+	}
+	c.upstream = upstream.Config{Servers: servers, Strategy: f.UpstreamStrategy, Timeout: time.Duration(f.UpstreamTimeout)}
+	if len(servers) > 0 {
+		if err := c.upstream.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %w", errConfig, err)
+		}
+	}
+
+	v4, err := netip.ParseAddr(f.Sinkhole.IPv4)
+	if err != nil || !v4.Is4() {
+		return nil, fmt.Errorf("%w: sinkhole.ipv4 %q is not an IPv4 address", errConfig, f.Sinkhole.IPv4)
+	}
+	v6, err := netip.ParseAddr(f.Sinkhole.IPv6)
+	if err != nil || !v6.Is6() || v6.Is4In6() {
+		return nil, fmt.Errorf("%w: sinkhole.ipv6 %q is not an IPv6 address", errConfig, f.Sinkhole.IPv6)
+	}
+	act, err := sinkhole.ParseAction(f.Sinkhole.Action)
+	if err != nil {
+		return nil, fmt.Errorf("%w: sinkhole.action: %w", errConfig, err)
+	}
+	c.settings = sinkhole.Settings{IPv4: v4, IPv6: v6, TTL: f.Sinkhole.TTL, Action: act}
+
+	if c.httpAddr != "" {
+		if _, err := netip.ParseAddrPort(c.httpAddr); err != nil {
+			return nil, fmt.Errorf("%w: listen.http %q: want address:port", errConfig, c.httpAddr)
+		}
+	}
+	switch c.logFormat {
+	case "text", "json":
+	default:
+		return nil, fmt.Errorf("%w: log.format %q: want text or json", errConfig, c.logFormat)
+	}
+	switch strings.ToLower(c.logLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return nil, fmt.Errorf("%w: log.level %q: want debug, info, warn or error", errConfig, c.logLevel)
+	}
+	return c, nil
+}

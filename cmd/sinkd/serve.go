@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sinkd/sinkd/resolver"
+	"github.com/sinkd/sinkd/resolver/upstream"
+	"github.com/sinkd/sinkd/sinkhole"
+	"github.com/sinkd/sinkd/zones"
+)
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "YAML config file (default: built-in defaults)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sinkd serve: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	cfg, err := loadConfig(*cfgPath, "/etc/resolv.conf")
+	if err != nil {
+		return err
+	}
+	log, _ := newLogger(stderr, cfg.logLevel, cfg.logFormat)
+	return serve(ctx, cfg, log, nil)
+}
+
+// app is a running sinkd: what serve wires together.
+type app struct {
+	cfg    *config
+	log    *slog.Logger
+	srv    *resolver.Server
+	up     resolver.Upstream
+	mu     sync.Mutex // serializes reloads
+	lists  []zones.Result
+	ready  chan struct{}
+	httpLn net.Listener
+}
+
+// serve runs sinkd until ctx is done. started, if not nil, receives the app
+// once every socket is open (tests use it instead of sleeping).
+func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *app) error {
+	for _, d := range []string{cfg.zonesDir, cfg.hitsDir} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var up resolver.Upstream
+	var pool *upstream.Pool
+	if len(cfg.upstream.Servers) == 0 {
+		log.Warn("no upstreams configured or found in /etc/resolv.conf: every query that is not blocked gets SERVFAIL")
+		up = noUpstream{}
+	} else {
+		var err error
+		if pool, err = upstream.New(cfg.upstream, reg, log); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer pool.Close()
+		up = pool
+	}
+
+	a := &app{cfg: cfg, log: log, up: up, ready: make(chan struct{})}
+	srv, err := resolver.New(cfg.resolver, up, hitLogger{log: log.With("component", "hits")}, reg, log)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	a.srv = srv
+	if err := a.reload(); err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); wg.Wait() }()
+	if pool != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); pool.Run(ctx) }()
+	}
+
+	var hs *http.Server
+	if cfg.httpAddr != "" {
+		ln, err := net.Listen("tcp", cfg.httpAddr)
+		if err != nil {
+			return fmt.Errorf("serve: listen http %s: %w", cfg.httpAddr, err)
+		}
+		a.httpLn = ln
+		hs = &http.Server{Handler: a.mux(reg), ReadHeaderTimeout: 5 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server", "err", err)
+			}
+		}()
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading lists")
+				if err := a.reload(); err != nil {
+					log.Error("reload", "err", err)
+				}
+			}
+		}
+	}()
+
+	httpAddr := ""
+	if a.httpLn != nil {
+		httpAddr = a.httpLn.Addr().String()
+	}
+	log.Info("sinkd serving", "version", version, "dns", srv.Addrs(), "http", httpAddr,
+		"upstreams", cfg.upstream.Servers, "zones", cfg.zonesDir)
+	if started != nil {
+		started <- a
+	}
+	err = srv.Serve(ctx)
+	if hs != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+		_ = hs.Shutdown(sctx)
+		scancel()
+	}
+	log.Info("sinkd stopped")
+	return err
+}
+
+// reload parses zones.dir and swaps the new policy in.
+func (a *app) reload() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	start := time.Now()
+	results, err := zones.LoadDir(a.cfg.zonesDir, a.cfg.settings.Action)
+	if err != nil {
+		return fmt.Errorf("serve: load %s: %w", a.cfg.zonesDir, err)
+	}
+	p := zones.Compile(a.cfg.settings, results)
+	a.srv.SetPolicy(p)
+	a.lists = results
+	var rules, failed int
+	for _, r := range results {
+		rules += r.Source.Rules.Total()
+		if r.Err != nil {
+			failed++
+			a.log.Warn("list failed", "list", r.Source.Name, "err", r.Err)
+		}
+	}
+	a.log.Info("lists loaded", "dir", a.cfg.zonesDir, "lists", len(results), "failed", failed, "rules", rules,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// noUpstream stands in when no upstream is configured: sinkd still serves
+// its policy and answers everything else SERVFAIL.
+type noUpstream struct{}
+
+func (noUpstream) Exchange(context.Context, *dns.Msg) (*dns.Msg, error) {
+	return nil, upstream.ErrNoUpstream
+}
+func (noUpstream) Ready() bool { return false }
+
+// hitLogger logs each hit at debug level until the evidence log exists.
+type hitLogger struct{ log *slog.Logger }
+
+func (h hitLogger) RecordHit(hit *sinkhole.Hit) {
+	if !h.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	h.log.Debug("hit", "client", hit.Client.Addr(), "qname", hit.QName, "qtype", dns.TypeToString[hit.QType],
+		"trigger", hit.Trigger.String(), "match", hit.Match, "rule", hit.Rule, "list", hit.List.Name,
+		"action", hit.Action.String())
+}
