@@ -460,7 +460,7 @@ func TestCheckCommand(t *testing.T) {
 		return string(out), 0
 	}
 	out, code := run(good)
-	if code != 0 || !regexp.MustCompile(`^` + regexp.QuoteMeta(good) + `: ok format=\S+ rules domain=2 wildcard=1 ip=1 cidr=1 allow=0 skipped=1 sha256=[0-9a-f]{64} ms=\d+\n`).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`^`+regexp.QuoteMeta(good)+`: ok format=\S+ rules domain=2 wildcard=1 ip=1 cidr=1 allow=0 skipped=1 sha256=[0-9a-f]{64} ms=\d+\n`).MatchString(out) {
 		t.Errorf("check good: exit %d\n%s", code, out)
 	}
 	if out, code = run(good, bad); code != 1 || !strings.Contains(out, bad+": failed") {
