@@ -25,7 +25,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // serve runs a miekg server until the test ends.
-func serve(t *testing.T, srv *dns.Server) {
+func serve(t testing.TB, srv *dns.Server) {
 	t.Helper()
 	ready := make(chan struct{})
 	srv.NotifyStartedFunc = func() { close(ready) }
@@ -42,7 +42,7 @@ func serve(t *testing.T, srv *dns.Server) {
 }
 
 // startUDP starts a fake upstream on 127.0.0.1:0/udp and returns its address.
-func startUDP(t *testing.T, h dns.HandlerFunc) string {
+func startUDP(t testing.TB, h dns.HandlerFunc) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -53,7 +53,7 @@ func startUDP(t *testing.T, h dns.HandlerFunc) string {
 }
 
 // startTCP starts a fake upstream on 127.0.0.1:0/tcp and returns its address.
-func startTCP(t *testing.T, h dns.HandlerFunc) string {
+func startTCP(t testing.TB, h dns.HandlerFunc) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -23,6 +23,11 @@ func FromResolvConf(path string, self []netip.AddrPort) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
+	return resolvConfServers(b, self), nil
+}
+
+// resolvConfServers is FromResolvConf on the file's content.
+func resolvConfServers(b []byte, self []netip.AddrPort) []string {
 	var out []string
 	seen := make(map[netip.AddrPort]bool)
 	for _, a := range parseResolvConf(b) {
@@ -33,7 +38,7 @@ func FromResolvConf(path string, self []netip.AddrPort) ([]string, error) {
 		seen[ap] = true
 		out = append(out, ap.String())
 	}
-	return out, nil
+	return out
 }
 
 // parseResolvConf returns the addresses of the nameserver lines.
