@@ -3,8 +3,10 @@ package zones
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -79,6 +81,31 @@ func FuzzParse(f *testing.F) {
 			}
 		} else if bytes.IndexByte(data, 0) >= 0 {
 			t.Fatal("a file holding a NUL byte parsed")
+		}
+	})
+}
+
+// FuzzParseAddr checks the allocation-free address and prefix parsers
+// against net/netip.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"192.0.2.1", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5",
+		"1..2.3", "2001:db8::1", "::ffff:1.2.3.4", "fe80::1%eth0", "192.0.2.0/24", "192.0.2.0/024", "192.0.2.0/33",
+		"192.0.2.0/", "2001:db8::/32", "1.2.3.4/0", "1.2.3.4/-1", "1.2.3.4/+1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, ok := parseAddr([]byte(s))
+		wa, err := netip.ParseAddr(s)
+		if ok != (err == nil) || ok && a != wa {
+			t.Fatalf("parseAddr(%q) = %v, %v; netip: %v, %v", s, a, ok, wa, err)
+		}
+		if !strings.Contains(s, "/") {
+			return
+		}
+		p, ok := parsePrefix([]byte(s))
+		wp, err := netip.ParsePrefix(s)
+		if ok != (err == nil) || ok && p != wp {
+			t.Fatalf("parsePrefix(%q) = %v, %v; netip: %v, %v", s, p, ok, wp, err)
 		}
 	})
 }

@@ -48,7 +48,8 @@ const (
 // too long". It is also the read buffer size.
 const maxLine = 64 << 10
 
-// maxErrors is how many skipped lines a Source's Errors report.
+// maxErrors is how many entries a Source's Errors hold: the first skipped
+// lines, or for a failed file its reason and the first skipped lines.
 const maxErrors = 5
 
 // Result is the outcome of parsing one list file.
@@ -99,7 +100,9 @@ func ParseFile(path, name string, def sinkhole.Action) Result {
 	if res.Err != nil {
 		res.Rules = nil
 		res.Status = StatusFailed
-		src.Errors = append([]string{res.Err.Error()}, src.Errors...)
+		// The reason first, then the first skipped lines: at most
+		// maxErrors in all.
+		src.Errors = append([]string{res.Err.Error()}, src.Errors[:min(len(src.Errors), maxErrors-1)]...)
 	} else {
 		res.Status = StatusOK
 	}

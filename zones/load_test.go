@@ -466,3 +466,19 @@ func TestCompile(t *testing.T) {
 		t.Errorf("Compile: rule sets of %q, want %q", names, want)
 	}
 }
+
+func TestParseFileFailedErrorsCapped(t *testing.T) {
+	t.Parallel()
+	p := writeFile(t, t.TempDir(), "junk.txt", strings.Repeat("junk\n", 8))
+	r := ParseFile(p, "junk.txt", sinkhole.ActionSinkhole)
+	want := []string{
+		"junk.txt: no valid rules (8 lines skipped)",
+		`junk.txt:1: single label "junk"`,
+		`junk.txt:2: single label "junk"`,
+		`junk.txt:3: single label "junk"`,
+		`junk.txt:4: single label "junk"`,
+	}
+	if r.Status != StatusFailed || r.Source.Skipped != 8 || !slices.Equal(r.Source.Errors, want) {
+		t.Errorf("status %s, skipped %d, errors %q; want failed, 8, %q", r.Status, r.Source.Skipped, r.Source.Errors, want)
+	}
+}

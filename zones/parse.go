@@ -99,7 +99,7 @@ func parseLine(line []byte, s sink) lineResult {
 		return parseToken(first, note, s)
 	}
 	if looksAddr(first) {
-		if _, err := netip.ParseAddr(string(first)); err == nil {
+		if _, ok := parseAddr(first); ok {
 			// A hosts line: its address is never a rule.
 			return parseHosts(rest, note, s)
 		}
@@ -113,12 +113,20 @@ func parseLine(line []byte, s sink) lineResult {
 // parseToken parses a line of one field: an address, a CIDR, a wildcard, an
 // adblock rule or a plain name.
 func parseToken(tok, note []byte, s sink) lineResult {
+	// The common case first: a plain name. A valid name is nothing else: no
+	// address (its top-level label is not all digits, it holds no ':' or
+	// '/') and no other syntax.
+	name, why := checkName(tok)
+	if why == "" {
+		s.domain(name, sinkhole.SyntaxPlain, noteString(note))
+		return lineResult{f: fmtDomain, rules: 1}
+	}
 	if looksAddr(tok) {
 		if r, ok := parseAddrToken(tok, note, s, fmtIP); ok {
 			return r
 		}
-		// Not an address: "1.2.3" or "1.2.3.4.5" fall through to the
-		// name checks, which say why they are not names either.
+		// Not an address: "1.2.3" or "1.2.3.4.5" are not names either,
+		// for the reason checkName gave.
 	}
 	switch {
 	case bytes.HasPrefix(tok, []byte("*.")):
@@ -142,12 +150,7 @@ func parseToken(tok, note []byte, s sink) lineResult {
 	case adblockish(tok):
 		return lineResult{why: whyAdblock, tok: tok}
 	}
-	name, why := checkName(tok)
-	if why != "" {
-		return lineResult{why: why, tok: tok}
-	}
-	s.domain(name, sinkhole.SyntaxPlain, noteString(note))
-	return lineResult{f: fmtDomain, rules: 1}
+	return lineResult{why: why, tok: tok}
 }
 
 // parseAddrToken parses an address or CIDR. ok is false when tok is
@@ -156,9 +159,9 @@ func parseToken(tok, note []byte, s sink) lineResult {
 // firewalls loading the same lists do.
 func parseAddrToken(tok, note []byte, s sink, f format) (lineResult, bool) {
 	if i := bytes.IndexByte(tok, '/'); i >= 0 {
-		p, err := netip.ParsePrefix(string(tok))
-		if err != nil || p.Addr().Zone() != "" {
-			if _, err := netip.ParseAddr(string(tok[:i])); err == nil {
+		p, ok := parsePrefix(tok)
+		if !ok || p.Addr().Zone() != "" {
+			if _, ok := parseAddr(tok[:i]); ok {
 				return lineResult{why: whyCIDR, tok: tok}, true
 			}
 			return lineResult{}, false
@@ -169,8 +172,8 @@ func parseAddrToken(tok, note []byte, s sink, f format) (lineResult, bool) {
 		s.prefix(unmapPrefix(p).Masked(), noteString(note))
 		return lineResult{f: f, rules: 1}, true
 	}
-	a, err := netip.ParseAddr(string(tok))
-	if err != nil {
+	a, ok := parseAddr(tok)
+	if !ok {
 		colons := bytes.IndexByte(tok, ':') >= 0
 		if colons && hexColons(tok) || !colons && bytes.Count(tok, []byte(".")) == 3 {
 			// Shaped like an IPv6 or dotted-quad IPv4 address.
@@ -184,6 +187,74 @@ func parseAddrToken(tok, note []byte, s sink, f format) (lineResult, bool) {
 	a = a.Unmap()
 	s.prefix(netip.PrefixFrom(a, a.BitLen()), noteString(note))
 	return lineResult{f: f, rules: 1}, true
+}
+
+// parseAddr is netip.ParseAddr for bytes, without allocating for IPv4.
+func parseAddr(b []byte) (netip.Addr, bool) {
+	if a, ok := parseIPv4(b); ok {
+		return a, true
+	}
+	if bytes.IndexByte(b, ':') < 0 {
+		return netip.Addr{}, false // IPv4 is all parseIPv4 takes
+	}
+	a, err := netip.ParseAddr(string(b))
+	return a, err == nil
+}
+
+// parsePrefix is netip.ParsePrefix for bytes holding a '/', without
+// allocating for IPv4.
+func parsePrefix(b []byte) (netip.Prefix, bool) {
+	i := bytes.IndexByte(b, '/')
+	a, ok := parseIPv4(b[:i])
+	if !ok {
+		p, err := netip.ParsePrefix(string(b))
+		return p, err == nil
+	}
+	bits := b[i+1:]
+	if len(bits) == 0 || len(bits) > 2 || len(bits) == 2 && bits[0] == '0' {
+		return netip.Prefix{}, false
+	}
+	n := 0
+	for _, c := range bits {
+		if c < '0' || c > '9' {
+			return netip.Prefix{}, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n > 32 {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, n), true
+}
+
+// parseIPv4 parses a dotted-quad IPv4 address as netip.ParseAddr does:
+// four decimal octets up to 255, no leading zeros.
+func parseIPv4(b []byte) (netip.Addr, bool) {
+	var ip [4]byte
+	n, val, digits := 0, 0, 0
+	for i := 0; i <= len(b); i++ {
+		if i == len(b) || b[i] == '.' {
+			if digits == 0 || n == 4 {
+				return netip.Addr{}, false
+			}
+			ip[n] = byte(val)
+			n, val, digits = n+1, 0, 0
+			continue
+		}
+		c := b[i]
+		if c < '0' || c > '9' || digits > 0 && val == 0 {
+			return netip.Addr{}, false
+		}
+		val = val*10 + int(c-'0')
+		digits++
+		if val > 255 {
+			return netip.Addr{}, false
+		}
+	}
+	if n != 4 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4(ip), true
 }
 
 // parseAdblock parses a token starting with "||". Only ||name^ and
@@ -322,7 +393,14 @@ func checkName(b []byte) ([]byte, string) {
 // cutComment splits an inline comment off line: '#' or ';' after white
 // space. The note is trimmed.
 func cutComment(line []byte) (body, note []byte) {
-	for i := 1; i < len(line); i++ {
+	i := bytes.IndexByte(line, '#')
+	if j := bytes.IndexByte(line, ';'); j >= 0 && (i < 0 || j < i) {
+		i = j
+	}
+	if i < 0 {
+		return line, nil
+	}
+	for i = max(i, 1); i < len(line); i++ {
 		if (line[i] == '#' || line[i] == ';') && isSpace(line[i-1]) {
 			return trimSpace(line[:i]), trimSpace(line[i+1:])
 		}
@@ -410,11 +488,8 @@ func hasSuffixFold(b []byte, suffix string) bool {
 
 // isIPv4 reports whether b is a dotted-quad IPv4 address.
 func isIPv4(b []byte) bool {
-	if !looksAddr(b) || bytes.IndexByte(b, ':') >= 0 || bytes.IndexByte(b, '/') >= 0 {
-		return false
-	}
-	a, err := netip.ParseAddr(string(b))
-	return err == nil && a.Is4()
+	_, ok := parseIPv4(b)
+	return ok
 }
 
 // adblockish reports whether tok uses adblock filter syntax beyond a name:
