@@ -3,5 +3,48 @@
 // directive, and compiling the files of zones.dir into a sinkhole.Policy.
 // Later it also owns the drop-directory watcher and RPZ zone files.
 //
-// It must not know how queries are answered: it only hands sinkhole Sources.
+// It must not know how queries are answered: it only hands sinkhole Sources
+// and their rules (through sinkhole.Builder, which also counts them).
+//
+// # Lines
+//
+// Format is detected per line, so one file may mix formats. Source.Format
+// names the formats seen, joined by "+" in this order:
+//
+//	domain    evil.example              (SyntaxPlain)
+//	hosts     0.0.0.0 a.example b.example  (each name SyntaxPlain; the address is never a rule)
+//	adblock   ||evil.example^ and ||evil.example^$important; ||192.0.2.1^ is an address rule
+//	wildcard  *.evil.example            (SyntaxWildcard)
+//	ip        192.0.2.1, 2001:db8::1    (IPv4-mapped addresses are unmapped)
+//	cidr      203.0.113.0/24, also "203.0.113.0/24 ; SBL123"
+//
+// Blank lines and lines starting with '#', ';' or '!' are comments. '#' or
+// ';' after white space starts an inline comment, kept (trimmed) as the
+// note of the line's rules. Names are lower-cased and lose a final dot;
+// they must have labels of 1 to 63 letters, digits, hyphens or underscores,
+// at most 253 bytes, at least two labels ("single label" otherwise), and a
+// top-level label that is not all digits. Punycode is kept as is; non-ASCII
+// names are skipped. A CIDR with host bits set is masked (203.0.113.7/24
+// is 203.0.113.0/24), as firewalls loading FireHOL or Spamhaus lists do. In
+// hosts lines, localhost, localhost.localdomain, local, broadcasthost,
+// 0.0.0.0 and ip6-* are neither rules nor skipped lines. A line is all or
+// nothing: one invalid name skips the whole hosts line. Only ||name^ and
+// ||name^$important are adblock rules; exceptions (@@), other modifiers,
+// paths, regexps and cosmetic rules are skipped as "unsupported adblock
+// rule". A wildcard of an address (*.192.0.2.1, as some generated lists
+// hold) is skipped. Lines longer than 64 KiB are skipped as "line too
+// long".
+//
+// # Files
+//
+// A first-line directive "# sinkd: action=nxdomain category=phishing" sets
+// the file's action and category; an unknown key or action fails the file.
+// Files under a directory named allow, or whose base name holds ".allow",
+// are allowlists. Files ending .rpz or .zone fail with "RPZ not supported
+// yet" until RPZ lands. A file holding a NUL byte fails as "binary file". A
+// file with lines but not one valid rule fails; an empty file, or one of
+// only comments (or hosts boilerplate), is a valid empty list. Skipped
+// lines are counted; Source.Errors keeps at most five entries,
+// "FILE:LINE: reason" (for a failed file its reason first). A file is read
+// once, streaming, and hashed while it is parsed.
 package zones

@@ -70,6 +70,7 @@ type FileError struct {
 	Err    error // a sentinel of this package, or the os error
 }
 
+// Error returns "FILE:LINE: reason" or "FILE: reason".
 func (e *FileError) Error() string {
 	if e.Line > 0 {
 		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason)
@@ -77,6 +78,7 @@ func (e *FileError) Error() string {
 	return e.File + ": " + e.Reason
 }
 
+// Unwrap returns the sentinel or os error, for errors.Is.
 func (e *FileError) Unwrap() error { return e.Err }
 
 // ParseFile parses and compiles one list file. name is its path relative to
