@@ -103,6 +103,13 @@ func (s *Server) Listen() error {
 			s.closeLocked()
 			return fmt.Errorf("resolver: listen udp %s: %w", a, err)
 		}
+		if ap.Addr().IsUnspecified() {
+			if err := enablePktinfo(uc); err != nil {
+				_ = uc.Close()
+				s.closeLocked()
+				return fmt.Errorf("resolver: listen udp %s: packet info: %w", a, err)
+			}
+		}
 		s.udp = append(s.udp, uc)
 		// The same port for TCP (port 0 means: the one UDP got).
 		tap := netip.AddrPortFrom(ap.Addr(), uc.LocalAddr().(*net.UDPAddr).AddrPort().Port())
@@ -184,24 +191,35 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // serveUDP is one reader of a UDP socket. Cache hits and policy answers are
-// written from here; misses go to a goroutine of their own.
+// written from here; misses go to a goroutine of their own. On a wildcard
+// socket each reply is sent from the address its query came to.
 func (s *Server) serveUDP(c *net.UDPConn) {
 	defer s.loops.Done()
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr()
+	wildcard, v6 := local.IsUnspecified(), local.Is6()
 	buf := make([]byte, 65535)
 	out := make([]byte, 0, 65535)
+	var oob, oobOut []byte
+	if wildcard {
+		oob, oobOut = make([]byte, oobSize), make([]byte, 0, oobSize)
+	}
 	var r request
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
+		n, oobn, _, from, err := c.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
+		var src netip.Addr
+		if wildcard {
+			src, _ = pktDst(oob[:oobn])
+		}
 		reply, st := s.handle(s.base, out[:0], buf[:n], from, protoUDP, false, false, &r)
 		switch st {
 		case statusReply:
-			_, _ = c.WriteToUDPAddrPort(reply, from)
+			s.writeUDP(c, reply, oobOut, src, v6, from)
 		case statusSlow:
 			msg := append([]byte(nil), buf[:n]...)
 			admitted := r.admitted
@@ -211,11 +229,21 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 				var r request
 				reply, st := s.handle(s.base, nil, msg, from, protoUDP, true, admitted, &r)
 				if st == statusReply {
-					_, _ = c.WriteToUDPAddrPort(reply, from)
+					s.writeUDP(c, reply, make([]byte, 0, oobSize), src, v6, from)
 				}
 			}()
 		}
 	}
+}
+
+// writeUDP sends a reply, from src when it is known (wildcard sockets).
+func (s *Server) writeUDP(c *net.UDPConn, reply, oob []byte, src netip.Addr, v6 bool, to netip.AddrPort) {
+	if src.IsValid() {
+		oob = appendPktSrc(oob[:0], src, v6)
+	} else {
+		oob = nil
+	}
+	_, _, _ = c.WriteMsgUDPAddrPort(reply, oob, to)
 }
 
 // serveTCP accepts connections up to listen.tcp_max_conns.

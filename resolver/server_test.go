@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -531,5 +532,43 @@ func TestMetricNamesPassPromlint(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(ts.m.queries[protoUDP][qtypeIndex(dns.TypeA)][0]); got != 1 {
 		t.Errorf("sinkd_queries_total{proto=udp,qtype=A,rcode=NOERROR} = %v, want 1", got)
+	}
+}
+
+func TestListenIPv6AndWildcard(t *testing.T) {
+	t.Parallel()
+	if c, err := net.ListenPacket("udp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	var n atomic.Int32
+	up := clientUpstream{startUpstream(t, answerA(&n, "192.0.2.1", 60))}
+	tests := []struct {
+		name    string
+		listen  string
+		askHost []string // where the client sends, on the bound port
+	}{
+		{name: "IPv6 loopback", listen: "[::1]:0", askHost: []string{"::1"}},
+		{name: "IPv4 wildcard answers from the queried address", listen: "0.0.0.0:0", askHost: []string{"127.0.0.1", "127.0.0.2"}},
+		{name: "dual-stack wildcard", listen: "[::]:0", askHost: []string{"::1", "127.0.0.1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, up, func(c *Config) { c.Listen = []string{tt.listen} })
+			port := ts.Addrs()[0].Port()
+			for _, h := range tt.askHost {
+				addr := net.JoinHostPort(h, fmt.Sprint(port))
+				for _, network := range []string{"udp", "tcp"} {
+					// dns.Client rejects replies from another source address
+					// on a connected UDP socket: an answer proves the source.
+					c := &dns.Client{Net: network, Timeout: 2 * time.Second}
+					r, _, err := c.Exchange(newQuery("v6.example.", dns.TypeA), addr)
+					if err != nil || len(r.Answer) != 1 {
+						t.Errorf("%s %s: %v %v", network, addr, err, r)
+					}
+				}
+			}
+		})
 	}
 }

@@ -29,7 +29,7 @@ const DefaultTimeout = 2 * time.Second
 // Config selects and tunes the upstreams.
 type Config struct {
 	// Servers lists the upstreams, in preference order for ties:
-	//   1.2.3.4, 1.2.3.4:53, [2001:db8::1]:53, udp://host:port  plain DNS over UDP, TCP when truncated
+	//   1.2.3.4, 1.2.3.4:53, [2001:db8::1]:53, udp://IP[:port]  plain DNS over UDP, TCP when truncated
 	//   tcp://host[:53]                                        plain DNS over TCP
 	//   tls://host[:853][#servername]                          DNS over TLS (RFC 7858)
 	//   https://host[:port]/path                               DNS over HTTPS (RFC 8484), POST
@@ -125,12 +125,21 @@ func parseServerString(s string) (server, error) {
 		return server{proto: protoUDP, addr: ap}, nil
 	}
 	switch strings.ToLower(scheme) {
-	case "udp", "tcp":
+	case "udp":
+		// An IP: a name would be looked up for every query.
+		ap, err := parseIPPort(strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]"), 53)
+		if err != nil {
+			if ap, err = parseIPPort(rest, 53); err != nil {
+				return server{}, err
+			}
+		}
+		return server{proto: protoUDP, addr: ap}, nil
+	case "tcp":
 		hp, err := hostPort(rest, "53")
 		if err != nil {
 			return server{}, err
 		}
-		return server{proto: strings.ToLower(scheme), addr: hp}, nil
+		return server{proto: protoTCP, addr: hp}, nil
 	case "tls":
 		hostport, name, hasName := strings.Cut(rest, "#")
 		hp, err := hostPort(hostport, "853")

@@ -240,8 +240,8 @@ func (p *Pool) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 			}
 		}
 	}
-	if ctx.Err() != nil {
-		errs = append(errs, context.Cause(ctx))
+	if err := expired(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoUpstream, errors.Join(errs...))
 }

@@ -78,10 +78,23 @@ func (u *udpTransport) close() {}
 // ctxErr prefers the context's error when ctx is done, so that a read
 // interrupted by cancellation or the deadline is reported as such.
 func ctxErr(ctx context.Context, err error) error {
+	if cerr := expired(ctx); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// expired returns ctx's cause when it is done, or DeadlineExceeded when
+// its deadline has passed but its timer has not fired yet (a socket
+// deadline set to the same instant can fire first).
+func expired(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
-	return err
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // isTimeout reports whether err is a deadline expiry.
