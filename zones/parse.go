@@ -351,32 +351,33 @@ func checkName(b []byte) ([]byte, string) {
 	if len(b) > 253 {
 		return nil, whyNameLong
 	}
-	labels, start, digits, upper := 0, 0, true, false
-	for i := 0; i <= len(b); i++ {
-		if i == len(b) || b[i] == '.' {
-			switch l := i - start; {
-			case l == 0:
+	labels, start, digits, upper := 1, 0, true, false
+	for i, c := range b {
+		switch {
+		case c-'a' < 26: // the common case first
+			digits = false
+		case c == '.':
+			if l := i - start; l == 0 {
 				return nil, whyEmptyLabel
-			case l > 63:
+			} else if l > 63 {
 				return nil, whyLabelLong
 			}
-			labels++
-			if i < len(b) {
-				start, digits = i+1, true
-			}
-			continue
-		}
-		switch c := b[i]; {
-		case '0' <= c && c <= '9':
-		case 'a' <= c && c <= 'z', c == '-', c == '_':
+			labels, start, digits = labels+1, i+1, true
+		case c-'0' < 10:
+		case c == '-', c == '_':
 			digits = false
-		case 'A' <= c && c <= 'Z':
+		case c-'A' < 26:
 			digits, upper = false, true
 		case c >= 0x80:
 			return nil, whyNonASCII
 		default:
 			return nil, whyChar
 		}
+	}
+	if l := len(b) - start; l == 0 {
+		return nil, whyEmptyLabel
+	} else if l > 63 {
+		return nil, whyLabelLong
 	}
 	if labels == 1 {
 		return nil, whySingle
