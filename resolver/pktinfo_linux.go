@@ -26,11 +26,10 @@ func enablePktinfo(c *net.UDPConn) error {
 	v6 := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Is6()
 	var serr error
 	err = rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
 		if v6 {
-			// Dual-stack: IPv4 packets still come with IP_PKTINFO (set above,
-			// where the kernel allows it on an IPv6 socket).
 			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
 		}
 	})
 	if err != nil {
@@ -77,7 +76,7 @@ func appendPktSrc(oob []byte, src netip.Addr, v6socket bool) []byte {
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[start]))
 	h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
 	h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
-	a := src.As16() // IPv4 on a dual-stack socket: v4-mapped
+	a := src.As16()
 	copy(oob[start+unix.CmsgLen(0):], a[:])
 	binary.NativeEndian.PutUint32(oob[start+unix.CmsgLen(0)+16:], 0)
 	return oob

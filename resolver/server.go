@@ -98,7 +98,13 @@ func (s *Server) Listen() error {
 	defer s.mu.Unlock()
 	for _, a := range s.cfg.Listen {
 		ap := netip.MustParseAddrPort(a) // checked by Validate
-		uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		// One address family per socket: "0.0.0.0" and "[::]" may both be
+		// listed, as in BIND's listen-on and listen-on-v6.
+		udpNet, tcpNet := "udp4", "tcp4"
+		if ap.Addr().Is6() {
+			udpNet, tcpNet = "udp6", "tcp6"
+		}
+		uc, err := net.ListenUDP(udpNet, net.UDPAddrFromAddrPort(ap))
 		if err != nil {
 			s.closeLocked()
 			return fmt.Errorf("resolver: listen udp %s: %w", a, err)
@@ -113,7 +119,7 @@ func (s *Server) Listen() error {
 		s.udp = append(s.udp, uc)
 		// The same port for TCP (port 0 means: the one UDP got).
 		tap := netip.AddrPortFrom(ap.Addr(), uc.LocalAddr().(*net.UDPAddr).AddrPort().Port())
-		tl, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(tap))
+		tl, err := net.ListenTCP(tcpNet, net.TCPAddrFromAddrPort(tap))
 		if err != nil {
 			s.closeLocked()
 			return fmt.Errorf("resolver: listen tcp %s: %w", tap, err)

@@ -163,10 +163,60 @@ func loadConfig(path, resolvConf string) (*config, error) {
 func decodeStrict(b []byte, f *fileConfig) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(f); err != nil && !errors.Is(err, io.EOF) {
+	err := dec.Decode(f)
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil
+	}
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
 		return err
 	}
-	return nil
+	// yaml.v3 says "line 3: field bogus not found in type struct {...}";
+	// users want the dotted key they wrote.
+	var root yaml.Node
+	_ = yaml.Unmarshal(b, &root)
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = m
+		if g := unknownFieldRe.FindStringSubmatch(m); g != nil {
+			line, _ := strconv.Atoi(g[1])
+			key := g[2]
+			if path := keyPath(&root, line, key, ""); path != "" {
+				key = path
+			}
+			msgs[i] = fmt.Sprintf("line %d: unknown key %q", line, key)
+		}
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+var unknownFieldRe = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
+
+// keyPath finds the mapping key named key on line and returns its dotted path.
+func keyPath(n *yaml.Node, line int, key, prefix string) string {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			if p := keyPath(c, line, key, prefix); p != "" {
+				return p
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			path := k.Value
+			if prefix != "" {
+				path = prefix + "." + k.Value
+			}
+			if k.Line == line && k.Value == key {
+				return path
+			}
+			if p := keyPath(n.Content[i+1], line, key, path); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
 }
 
 func buildConfig(f fileConfig, resolvConf string) (*config, error) {

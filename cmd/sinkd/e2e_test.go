@@ -379,7 +379,8 @@ func TestConfigErrors(t *testing.T) {
 		yaml    string
 		wantErr string
 	}{
-		{name: "unknown key names key and line", yaml: "listen:\n  dns: [\"127.0.0.1:0\"]\n  bogus: 1\n", wantErr: "line 3: field bogus not found"},
+		{name: "unknown key names key and line", yaml: "listen:\n  dns: [\"127.0.0.1:0\"]\n  bogus: 1\n", wantErr: `line 3: unknown key "listen.bogus"`},
+		{name: "unknown top-level key", yaml: "zones:\n  dir: x\nfeedz: []\n", wantErr: `line 3: unknown key "feedz"`},
 		{name: "bad duration", yaml: "upstream_timeout: soon\n", wantErr: `invalid duration "soon"`},
 		{name: "bad action", yaml: "sinkhole:\n  action: explode\n", wantErr: "sinkhole.action"},
 		{name: "bad listen", yaml: "listen:\n  dns: [\"localhost\"]\n", wantErr: "listen.dns"},
