@@ -20,6 +20,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
@@ -336,6 +337,33 @@ func TestDoH(t *testing.T) {
 	}
 }
 
+func TestDoHInjectedClient(t *testing.T) {
+	t.Parallel()
+	var asked atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		q := new(dns.Msg)
+		if err := q.Unpack(body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		out, _ := reply(q, "192.0.2.81").Pack()
+		w.Header().Set("Content-Type", "application/dns-message")
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	// No TLS config: only the injected client trusts the test server.
+	p, _ := newPool(t, Config{Servers: []string{srv.URL + "/dns-query"}, HTTPClient: srv.Client()})
+	got, err := p.Exchange(t.Context(), question("doh.example.", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if firstA(got) != "192.0.2.81" || asked.Load() != 1 {
+		t.Errorf("answer %q after %d requests, want 192.0.2.81 after 1", firstA(got), asked.Load())
+	}
+}
+
 func TestDoHErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -405,6 +433,16 @@ func TestFailover(t *testing.T) {
 			}
 			if n := counterValue(t, reg, first, tt.wantResult); n != 1 {
 				t.Errorf("first upstream requests_total{result=%q} = %v, want 1", tt.wantResult, n)
+			}
+			wantUp := 1.0 // it replied, uselessly
+			if tt.wantResult == resultTimeout || tt.wantResult == resultError {
+				wantUp = 0
+			}
+			if up := testutil.ToFloat64(p.ups[0].m.up); up != wantUp {
+				t.Errorf("first upstream up = %v, want %v", up, wantUp)
+			}
+			if up := testutil.ToFloat64(p.ups[1].m.up); up != 1 {
+				t.Errorf("second upstream up = %v, want 1", up)
 			}
 			// The failed upstream is now ranked after the good one.
 			if order := p.rank(); order[0].name != second {
