@@ -160,10 +160,14 @@ func TestMatchDifferential(t *testing.T) {
 func FuzzCheckQuery(f *testing.F) {
 	refs := []refSource{
 		{name: "b.txt", action: ActionNXDomain, rules: map[string]string{
-			"evil.example": "evil.example", "a.b": "a.b", "b": "b",
+			"evil.example":                         "evil.example",
+			"a.b":                                  "a.b",
+			"b":                                    "b",
 			"verylonglabelname-0123456789.example": "verylonglabelname-0123456789.example",
-			"x-1.y-2.z-3.example": "*.x-1.y-2.z-3.example", "12345678.abcdefgh": "12345678.abcdefgh",
-			"exactly8.example": "exactly8.example", "\xff\x00.example": "\xff\x00.example",
+			"x-1.y-2.z-3.example":                  "*.x-1.y-2.z-3.example",
+			"12345678.abcdefgh":                    "12345678.abcdefgh",
+			"exactly8.example":                     "exactly8.example",
+			"\xff\x00.example":                     "\xff\x00.example",
 		}},
 		{name: "a.txt", action: ActionRefuse, rules: map[string]string{
 			"evil.example": "evil.example", "www.evil.example": "www.evil.example",

@@ -254,17 +254,33 @@ func (p *Policy) matchName(name []byte) (allow, block, log nameMatch) {
 	}
 	h := uint64(hashSeed)
 	e := len(name)
+	short := len(name) <= maxMaskName
+	var dots uint64
+	if short {
+		dots = dotMask(name)
+	}
+	// alive has a bit for each of the first 64 sources that may still
+	// match a longer suffix; later ones are always probed.
+	alive := ^uint64(0)
 	for labels := 1; labels <= p.maxDepth; labels++ {
-		s := lastDot(name[:e]) + 1
-		h = hashLabel(h, name, s, e)
+		var s int
+		if short {
+			h, s = hashLabelMask(h, name, dots, e)
+		} else {
+			h, s = hashLabelAt(h, name, e)
+		}
 		if bit := labelBit(labels); p.labels&bit != 0 {
 			suffix, whole := name[s:], s == 0
 			for i := range p.doms {
 				d := &p.doms[i]
-				if d.set.labels&bit == 0 {
+				live := uint64(1) << (i & 63)
+				if d.set.labels&bit == 0 || alive&live == 0 && i < 64 {
 					continue
 				}
-				off, ok := d.set.find(h, suffix, whole)
+				off, ok, more := d.set.find(h, suffix, whole)
+				if !more && labels >= 2 {
+					alive &^= live
+				}
 				if !ok {
 					continue
 				}
@@ -276,6 +292,9 @@ func (p *Policy) matchName(name []byte) (allow, block, log nameMatch) {
 				default:
 					block.set(i, off, labels, act)
 				}
+			}
+			if alive == 0 && len(p.doms) <= 64 {
+				break
 			}
 		}
 		if s == 0 {

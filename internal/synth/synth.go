@@ -246,8 +246,10 @@ func (g *Prefixes) Next() netip.Prefix {
 	}
 }
 
-var v4bits = []int{8, 12, 16, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31}
-var v4bitsW = []int{1, 2, 8, 3, 4, 6, 6, 12, 10, 30, 2, 2, 2, 3, 3, 2, 1}
+// IPv4 CIDR lengths as in DROP-style and firehol lists: mostly /24 and
+// /22, few large blocks (a handful of /8s would cover most of the space).
+var v4bits = []int{16, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31}
+var v4bitsW = []int{1, 2, 3, 5, 6, 12, 10, 40, 2, 2, 2, 3, 3, 2, 1}
 var v6bits = []int{29, 32, 36, 40, 44, 48, 56, 60, 64}
 var v6bitsW = []int{1, 6, 2, 3, 3, 20, 10, 3, 20}
 
