@@ -34,7 +34,8 @@ type fileConfig struct {
 	UpstreamStrategy string   `yaml:"upstream_strategy"`
 	UpstreamTimeout  duration `yaml:"upstream_timeout"`
 	Zones            struct {
-		Dir string `yaml:"dir"`
+		Dir      string   `yaml:"dir"`
+		Debounce duration `yaml:"debounce"`
 	} `yaml:"zones"`
 	Evidence struct {
 		Dir string `yaml:"dir"`
@@ -114,6 +115,10 @@ type config struct {
 	instance  string
 	logLevel  string
 	logFormat string
+
+	// zonesDebounce is the quiet period after a change in zones.dir
+	// before the lists reload.
+	zonesDebounce time.Duration
 }
 
 // defaultFile is the configuration of a sinkd started without -config.
@@ -127,6 +132,7 @@ func defaultFile() fileConfig {
 	f.UpstreamStrategy = "fastest"
 	f.UpstreamTimeout = duration(2 * time.Second)
 	f.Zones.Dir = "./zones.d"
+	f.Zones.Debounce = duration(200 * time.Millisecond)
 	f.Evidence.Dir = "./data/hits"
 	f.Sinkhole.IPv4, f.Sinkhole.IPv6, f.Sinkhole.TTL, f.Sinkhole.Action = "0.0.0.0", "::", 60, "sinkhole"
 	f.Access.Allow = resolver.DefaultAllow
@@ -222,6 +228,9 @@ func keyPath(n *yaml.Node, line int, key, prefix string) string {
 func buildConfig(f fileConfig, resolvConf string) (*config, error) {
 	c := &config{file: f, zonesDir: f.Zones.Dir, hitsDir: f.Evidence.Dir, httpAddr: f.Listen.HTTP,
 		instance: f.Instance, logLevel: f.Log.Level, logFormat: f.Log.Format}
+	if c.zonesDebounce = time.Duration(f.Zones.Debounce); c.zonesDebounce <= 0 {
+		return nil, fmt.Errorf("%w: zones.debounce %v: want a positive duration", errConfig, c.zonesDebounce)
+	}
 	if c.instance == "" {
 		c.instance, _ = os.Hostname()
 	}

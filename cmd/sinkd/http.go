@@ -25,23 +25,25 @@ func (a *app) mux(reg *prometheus.Registry) *http.ServeMux {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	m.HandleFunc("GET /api/v1/lists", func(w http.ResponseWriter, _ *http.Request) {
-		a.mu.Lock()
-		out := make([]zones.ListInfo, 0, len(a.lists))
-		for _, r := range a.lists {
+		lists := a.zones.Lists()
+		out := make([]zones.ListInfo, 0, len(lists))
+		for _, r := range lists {
 			out = append(out, r.ListInfo())
 		}
-		a.mu.Unlock()
 		writeJSON(w, out)
 	})
-	m.HandleFunc("POST /api/v1/reload", func(w http.ResponseWriter, _ *http.Request) {
-		if err := a.reload(); err != nil {
+	m.HandleFunc("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		rl, err := a.zones.Reload(r.Context())
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		a.mu.Lock()
-		n := len(a.lists)
-		a.mu.Unlock()
-		writeJSON(w, map[string]any{"status": "ok", "lists": n})
+		changed := rl.Changes
+		if changed == nil {
+			changed = []zones.Change{}
+		}
+		writeJSON(w, map[string]any{"status": "ok", "result": rl.Result(), "lists": len(rl.Results),
+			"changed": changed, "took_ms": rl.Took.Milliseconds()})
 	})
 	return m
 }

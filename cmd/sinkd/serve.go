@@ -50,8 +50,7 @@ type app struct {
 	log    *slog.Logger
 	srv    *resolver.Server
 	up     resolver.Upstream
-	mu     sync.Mutex // serializes reloads
-	lists  []zones.Result
+	zones  *zones.Watcher // the lists: live reload, SIGHUP, /api/v1/lists and /api/v1/reload
 	ready  chan struct{}
 	httpLn net.Listener
 }
@@ -87,8 +86,16 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 		return fmt.Errorf("serve: %w", err)
 	}
 	a.srv = srv
-	if err := a.reload(); err != nil {
-		return err
+	zw, err := zones.NewWatcher(zones.WatchConfig{Dir: cfg.zonesDir, Debounce: cfg.zonesDebounce}, cfg.settings,
+		func(p *sinkhole.Policy, _ zones.Reload) { srv.SetPolicy(p) }, reg, log.With("component", "zones"))
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	a.zones = zw
+	// The first policy is in place before the sockets open: the first
+	// query already sees it.
+	if _, err := zw.Reload(ctx); err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
 	if err := srv.Listen(); err != nil {
 		return err
@@ -101,6 +108,13 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 		wg.Add(1)
 		go func() { defer wg.Done(); pool.Run(ctx) }()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := zw.Run(ctx); err != nil {
+			log.Error("live reload is off: lists reload only on SIGHUP and POST /api/v1/reload", "err", err)
+		}
+	}()
 
 	var hs *http.Server
 	if cfg.httpAddr != "" {
@@ -131,7 +145,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 				return
 			case <-hup:
 				log.Info("SIGHUP: reloading lists")
-				if err := a.reload(); err != nil {
+				if _, err := zw.Reload(ctx); err != nil && ctx.Err() == nil {
 					log.Error("reload", "err", err)
 				}
 			}
@@ -155,31 +169,6 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 	}
 	log.Info("sinkd stopped")
 	return err
-}
-
-// reload parses zones.dir and swaps the new policy in.
-func (a *app) reload() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	start := time.Now()
-	results, err := zones.LoadDir(a.cfg.zonesDir, a.cfg.settings.Action)
-	if err != nil {
-		return fmt.Errorf("serve: load %s: %w", a.cfg.zonesDir, err)
-	}
-	p := zones.Compile(a.cfg.settings, results)
-	a.srv.SetPolicy(p)
-	a.lists = results
-	var rules, failed int
-	for _, r := range results {
-		rules += r.Source.Rules.Total()
-		if r.Err != nil {
-			failed++
-			a.log.Warn("list failed", "list", r.Source.Name, "err", r.Err)
-		}
-	}
-	a.log.Info("lists loaded", "dir", a.cfg.zonesDir, "lists", len(results), "failed", failed, "rules", rules,
-		"took", time.Since(start).Round(time.Millisecond))
-	return nil
 }
 
 // noUpstream stands in when no upstream is configured: sinkd still serves
