@@ -71,9 +71,10 @@ func (r *Rules) Source() *Source { return r.src }
 // Builder collects one source's rules; Build compiles them. A Builder is
 // used by one goroutine and once.
 type Builder struct {
-	src *Source
-	dom pendingDomains
-	ip  []pendingPrefix
+	src     *Source
+	dom     pendingDomains
+	ip      []pendingPrefix
+	ipNotes []string
 }
 
 // NewBuilder starts a rule set for src. src.Allow makes it an allowlist.
@@ -105,7 +106,19 @@ func (b *Builder) addPrefix(p netip.Prefix, act Action, note string) {
 	if !ok {
 		return
 	}
-	b.ip = append(b.ip, pendingPrefix{p: p, flags: makeFlags(0, modeTree, act), note: strings.Clone(note)})
+	pp := pendingPrefix{
+		first: addrKey(p.Addr()),
+		seq:   uint32(len(b.ip)),
+		note:  -1,
+		bits:  uint8(p.Bits()),
+		v6:    p.Addr().Is6(),
+		flags: makeFlags(0, modeTree, act),
+	}
+	if note != "" {
+		pp.note = int32(len(b.ipNotes))
+		b.ipNotes = append(b.ipNotes, strings.Clone(note))
+	}
+	b.ip = append(b.ip, pp)
 }
 
 // Build compiles the rules and fills src.Rules: rules as written, exact
@@ -115,9 +128,9 @@ func (b *Builder) addPrefix(p netip.Prefix, act Action, note string) {
 func (b *Builder) Build() *Rules {
 	r := &Rules{src: b.src, allow: b.src != nil && b.src.Allow}
 	dom, sc := buildDomains(&b.dom)
-	ips, pc := buildPrefixes(b.ip)
+	ips, pc := buildPrefixes(b.ip, b.ipNotes)
 	r.dom, r.ip = dom, ips
-	b.dom, b.ip = pendingDomains{}, nil
+	b.dom, b.ip, b.ipNotes = pendingDomains{}, nil, nil
 
 	c := RuleCounts{
 		Domain:   sc[SyntaxPlain] + sc[SyntaxAdblock] + sc[SyntaxAdblockImportant],
