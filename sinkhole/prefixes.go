@@ -15,10 +15,10 @@ import (
 // bits, then a short scan) and checks its end: about two cache lines and
 // no pointers (a bart trie, tried first, chases 3 to 6 nodes).
 type prefixSet struct {
-	v4     rangeSet4
-	v6     rangeSet6
-	n      int
-	notes  []prefixNote // sorted by prefix
+	v4    rangeSet4
+	v6    rangeSet6
+	n     int
+	notes []prefixNote // sorted by prefix
 }
 
 // u128 is an address as a 128-bit number, IPv4 ones left-aligned (the 32
