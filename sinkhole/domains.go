@@ -51,6 +51,7 @@ const (
 	ctrlMSB   = 0x8080808080808080
 	maxLoad   = 0.8
 	markerOff = ^uint32(0)
+	maxArena  = int64(markerOff) // arena offsets stay below markerOff
 )
 
 type group struct {
@@ -205,6 +206,9 @@ func (p *pendingDomains) add(name string, flags uint8, note string) {
 		p.notes = append(p.notes, pendingNote{p.n, note})
 	}
 	need := recHeader + len(name)
+	if int64(p.size+need) >= maxArena {
+		return // offsets are uint32: about 180 million names per list
+	}
 	k := len(p.chunks) - 1
 	if k < 0 || cap(p.chunks[k])-len(p.chunks[k]) < need {
 		size := firstChunk

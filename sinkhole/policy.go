@@ -83,7 +83,7 @@ func NewBuilder(src *Source) *Builder { return &Builder{src: src} }
 // AddDomain adds a domain rule: name is lower-case presentation format
 // without the final dot, already validated. It matches the name and all its
 // subdomains. note is the inline comment (may be empty). Names longer than
-// 255 bytes are ignored.
+// 255 bytes are ignored, as are names beyond 4 GiB of them in one list.
 func (b *Builder) AddDomain(name string, syn Syntax, note string) {
 	b.addDomain(name, syn, modeTree, ActionNone, note)
 }

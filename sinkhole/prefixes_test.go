@@ -54,7 +54,11 @@ func TestPrefixSetDifferential(t *testing.T) {
 		}
 		return netip.AddrFrom4([4]byte{byte(r.IntN(4)), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
 	}
-	for round := range 20 {
+	rounds := 8
+	if testing.Short() {
+		rounds = 2
+	}
+	for round := range rounds {
 		var prefixes []netip.Prefix
 		b := NewBuilder(&Source{Name: "ips.txt"})
 		for range 50 + r.IntN(2000) {
