@@ -1,0 +1,385 @@
+package sinkhole
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/miekg/dns"
+)
+
+// evKind is a record's type.
+type evKind uint8
+
+const (
+	evHit evKind = iota
+	evContact
+	evStart
+	evStop
+	evReload
+	evGap
+	evPrune
+	evSync // not a record: a request to sync and answer
+	evKinds
+)
+
+// evTypeNames are the record types as written in the type field.
+var evTypeNames = [evKinds]string{"hit", "contact", "start", "stop", "reload", "gap", "prune", "sync"}
+
+// evZeroHash is the prev of the very first record.
+const evZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// evTimeLayout is ts: RFC 3339, UTC, exactly 9 fraction digits, Z.
+const evTimeLayout = "2006-01-02T15:04:05.000000000Z"
+
+// evRecord is one record on its way to the writer. Which fields are set
+// depends on kind.
+type evRecord struct {
+	kind    evKind
+	ts      time.Time
+	hit     *Hit
+	reason  string         // stop, gap
+	sources []ReloadSource // start, reload
+	changed []ReloadChange // reload
+	lost    int64          // gap
+	from    time.Time      // gap
+	until   time.Time      // gap
+	segment string         // prune
+	first   uint64         // prune
+	last    uint64         // prune
+	final   string         // prune
+
+	done chan error // answered once the record is on disk (control records)
+}
+
+// evChain computes each line's hash from the previous one.
+type evChain struct {
+	h    hash.Hash
+	sum  []byte
+	seq  uint64   // the last record's seq
+	prev [64]byte // the last record's hash, hex
+}
+
+func newEvChain(key []byte) *evChain {
+	c := &evChain{sum: make([]byte, 0, sha256.Size)}
+	if key != nil {
+		c.h = hmac.New(sha256.New, key)
+	} else {
+		c.h = sha256.New()
+	}
+	copy(c.prev[:], evZeroHash)
+	return c
+}
+
+// seal appends the hash to the line buf[start:], which ends with the prev
+// member: hash = H(prev hex || line without `,"hash":"..."`).
+func (c *evChain) seal(buf []byte, start int) []byte {
+	c.h.Reset()
+	c.h.Write(c.prev[:])
+	c.h.Write(buf[start:])
+	c.h.Write([]byte{'}'})
+	c.sum = c.h.Sum(c.sum[:0])
+	buf = append(buf, `,"hash":"`...)
+	n := len(buf)
+	buf = hex.AppendEncode(buf, c.sum)
+	copy(c.prev[:], buf[n:])
+	return append(buf, '"', '}', '\n')
+}
+
+// evChainName is the start record's chain field.
+func evChainName(key []byte) string {
+	if key != nil {
+		return "hmac-sha256"
+	}
+	return "sha256"
+}
+
+// evEncoder renders records as JSON lines in the contract's field order.
+type evEncoder struct {
+	instance string
+	chain    string
+	version  string
+	ident    *evIdent
+	rr       evRenderer
+}
+
+// appendRecord appends r as one line (with its newline) and advances c.
+func (e *evEncoder) appendRecord(buf []byte, c *evChain, r *evRecord) []byte {
+	start := len(buf)
+	seq := c.seq + 1
+	buf = append(buf, `{"type":"`...)
+	buf = append(buf, evTypeNames[r.kind]...)
+	buf = append(buf, `","seq":`...)
+	buf = strconv.AppendUint(buf, seq, 10)
+	buf = append(buf, `,"ts":"`...)
+	buf = evAppendTime(buf, r.ts)
+	buf = append(buf, `","instance":`...)
+	buf = evAppendString(buf, e.instance)
+	switch r.kind {
+	case evHit:
+		buf = e.appendHit(buf, r.hit)
+	case evStart:
+		buf = evAppendStr(buf, "version", e.version)
+		buf = evAppendStr(buf, "chain", e.chain)
+		buf = evAppendSources(buf, r.sources)
+	case evReload:
+		buf = evAppendSources(buf, r.sources)
+		buf = append(buf, `,"changed":[`...)
+		for i, ch := range r.changed {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, `{"list":`...)
+			buf = evAppendString(buf, ch.List)
+			buf = evAppendStr(buf, "old_sha256", ch.OldSHA256)
+			buf = evAppendStr(buf, "new_sha256", ch.NewSHA256)
+			buf = evAppendInt(buf, "added", int64(ch.Added))
+			buf = evAppendInt(buf, "removed", int64(ch.Removed))
+			buf = append(buf, '}')
+		}
+		buf = append(buf, ']')
+	case evStop:
+		buf = evAppendStr(buf, "reason", r.reason)
+	case evGap:
+		buf = evAppendInt(buf, "lost", r.lost)
+		buf = append(buf, `,"from":"`...)
+		buf = evAppendTime(buf, r.from)
+		buf = append(buf, `","until":"`...)
+		buf = evAppendTime(buf, r.until)
+		buf = append(buf, '"')
+		buf = evAppendStr(buf, "reason", r.reason)
+	case evPrune:
+		buf = evAppendStr(buf, "segment", r.segment)
+		buf = evAppendInt(buf, "first_seq", int64(r.first))
+		buf = evAppendInt(buf, "last_seq", int64(r.last))
+		buf = evAppendStr(buf, "final_hash", r.final)
+	}
+	buf = append(buf, `,"prev":"`...)
+	buf = append(buf, c.prev[:]...)
+	buf = append(buf, '"')
+	buf = c.seal(buf, start)
+	c.seq = seq
+	return buf
+}
+
+// appendHit appends a hit's members: the DESIGN.md field list in order,
+// then category, rcode and note.
+func (e *evEncoder) appendHit(buf []byte, h *Hit) []byte {
+	client := evClientAddr(h.Client)
+	buf = append(buf, `,"client":"`...)
+	buf = client.AppendTo(buf)
+	buf = append(buf, '"')
+	buf = evAppendInt(buf, "client_port", int64(h.Client.Port()))
+	buf = evAppendStr(buf, "proto", h.Proto)
+	buf = evAppendStr(buf, "qname", evName(h.QName))
+	buf = evAppendStr(buf, "qtype", evTypeString(h.QType))
+	buf = evAppendStr(buf, "trigger", h.Trigger.String())
+	buf = evAppendStr(buf, "match", evName(h.Match))
+	buf = evAppendStr(buf, "rule", evLower(h.Rule))
+	var category string
+	if h.List != nil {
+		buf = evAppendStr(buf, "list", h.List.Name)
+		buf = evAppendStr(buf, "list_sha256", h.List.SHA256)
+		category = h.List.Category
+	}
+	buf = evAppendStr(buf, "action", h.Action.String())
+	buf = evAppendStrings(buf, "answer", e.rr.render(h.Answer, false))
+	buf = evAppendStrings(buf, "upstream", e.rr.render(h.Upstream, true))
+	if e.ident != nil {
+		mac, host := e.ident.lookup(client)
+		buf = evAppendStr(buf, "mac", mac)
+		buf = evAppendStr(buf, "host", host)
+	}
+	buf = evAppendStr(buf, "category", category)
+	if len(h.Answer) > 0 {
+		buf = evAppendStr(buf, "rcode", evRcodeString(h.Rcode))
+	}
+	return evAppendStr(buf, "note", h.Note)
+}
+
+func evAppendSources(buf []byte, sources []ReloadSource) []byte {
+	buf = append(buf, `,"sources":[`...)
+	for i, s := range sources {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"list":`...)
+		buf = evAppendString(buf, s.List)
+		buf = evAppendStr(buf, "sha256", s.SHA256)
+		buf = evAppendStr(buf, "status", s.Status)
+		buf = evAppendInt(buf, "rules", int64(s.Rules))
+		buf = append(buf, '}')
+	}
+	return append(buf, ']')
+}
+
+// evName is a name as records want it: lower-case, no final dot.
+func evName(s string) string {
+	if len(s) > 1 && s[len(s)-1] == '.' {
+		s = s[:len(s)-1]
+	}
+	return evLower(s)
+}
+
+// evLower lower-cases ASCII letters, allocating only when there are any.
+func evLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+// evTypeString is a qtype's mnemonic, TYPEnnn when it has none.
+func evTypeString(t uint16) string {
+	if s, ok := dns.TypeToString[t]; ok {
+		return s
+	}
+	return "TYPE" + strconv.Itoa(int(t))
+}
+
+func evRcodeString(rc int) string {
+	if s, ok := dns.RcodeToString[rc]; ok {
+		return s
+	}
+	return "RCODE" + strconv.Itoa(rc)
+}
+
+// evAppendTime appends t in UTC with nine fraction digits and Z.
+func evAppendTime(buf []byte, t time.Time) []byte {
+	return t.UTC().AppendFormat(buf, evTimeLayout)
+}
+
+// evAppendStr appends ,"key":"val" unless val is empty (fields that do not
+// apply are omitted).
+func evAppendStr(buf []byte, key, val string) []byte {
+	if val == "" {
+		return buf
+	}
+	buf = append(buf, ',', '"')
+	buf = append(buf, key...)
+	buf = append(buf, '"', ':')
+	return evAppendString(buf, val)
+}
+
+func evAppendInt(buf []byte, key string, v int64) []byte {
+	buf = append(buf, ',', '"')
+	buf = append(buf, key...)
+	buf = append(buf, '"', ':')
+	return strconv.AppendInt(buf, v, 10)
+}
+
+// evAppendStrings appends ,"key":["a","b"] unless vals is empty.
+func evAppendStrings(buf []byte, key string, vals []string) []byte {
+	if len(vals) == 0 {
+		return buf
+	}
+	buf = append(buf, ',', '"')
+	buf = append(buf, key...)
+	buf = append(buf, '"', ':', '[')
+	for i, v := range vals {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = evAppendString(buf, v)
+	}
+	return append(buf, ']')
+}
+
+const evHex = "0123456789abcdef"
+
+// evAppendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
+// as with encoding/json; nothing is HTML-escaped.
+func evAppendString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			buf = append(buf, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				buf = append(buf, '\\', c)
+			case '\n':
+				buf = append(buf, '\\', 'n')
+			case '\r':
+				buf = append(buf, '\\', 'r')
+			case '\t':
+				buf = append(buf, '\\', 't')
+			default:
+				buf = append(buf, '\\', 'u', '0', '0', evHex[c>>4], evHex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
+}
+
+// evRenderer turns wire-format replies into zone-file presentation lines.
+// Upstream replies are cache entries shared by many hits: their rendering
+// is cached by identity (the map keeps the bytes alive, so an address is
+// never reused while it is a key).
+type evRenderer struct {
+	cache map[*byte]evRendered
+}
+
+type evRendered struct {
+	wire []byte
+	rrs  []string
+}
+
+// render returns the answer section of wire as "name ttl class type rdata"
+// lines, owner names lower-case.
+func (d *evRenderer) render(wire []byte, cache bool) []string {
+	if len(wire) == 0 {
+		return nil
+	}
+	if cache {
+		if e, ok := d.cache[&wire[0]]; ok && len(e.wire) == len(wire) {
+			return e.rrs
+		}
+	}
+	var m dns.Msg
+	if err := m.Unpack(wire); err != nil && len(m.Answer) == 0 {
+		return nil
+	}
+	rrs := make([]string, 0, len(m.Answer))
+	for _, rr := range m.Answer {
+		h := rr.Header()
+		h.Name = evLower(h.Name)
+		rrs = append(rrs, strings.ReplaceAll(rr.String(), "\t", " "))
+	}
+	if cache {
+		if d.cache == nil || len(d.cache) >= 4096 {
+			d.cache = make(map[*byte]evRendered)
+		}
+		d.cache[&wire[0]] = evRendered{wire: wire, rrs: rrs}
+	}
+	return rrs
+}
+
+// evClientAddr is the client address as records show it.
+func evClientAddr(ap netip.AddrPort) netip.Addr { return ap.Addr().Unmap().WithZone("") }
