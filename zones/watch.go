@@ -141,10 +141,12 @@ func (r Reload) Result() string {
 //
 // Change detection: every reload stats every list (following symlinks). A
 // file whose size, modification time, inode and device are unchanged and
-// that had no event is not read. Any other file is hashed (SHA-256); if
-// the hash equals that of the version last read, it is not parsed and its
-// compiled rules (the same *sinkhole.Rules) are reused. A forced reload
-// hashes every file, and still reuses those whose content is unchanged.
+// that had no event is not read. Any other file of the same size as the
+// version last read (or as the version in force) is hashed (SHA-256); if
+// the hash equals that version's, it is not parsed and its compiled rules
+// (the same *sinkhole.Rules) are reused. A file of another size differs:
+// it is parsed, and hashed while parsed. A forced reload does the same
+// for every file, whatever its fingerprint.
 //
 // Keep-last-good: a version that cannot be read or fails (binary, a bad
 // directive, lines but no valid rule) leaves the previous good version's
@@ -175,14 +177,15 @@ type Watcher struct {
 
 // fileState is what the Watcher knows about one list.
 type fileState struct {
-	fp   fingerprint
-	last Result // the version last read: ok or failed
-	good Result // the version in force (last when ok); Rules nil when none
-	res  Result // as listed: ok, failed or kept-last-good
+	fp       fingerprint
+	last     Result // the version last read: ok or failed
+	good     Result // the version in force (last when ok); Rules nil when none
+	goodSize int64  // the size of good's file
+	res      Result // as listed: ok, failed or kept-last-good
 }
 
-func newFileState(fp fingerprint, last, good Result) *fileState {
-	s := &fileState{fp: fp, last: last, good: good, res: last}
+func newFileState(fp fingerprint, last, good Result, goodSize int64) *fileState {
+	s := &fileState{fp: fp, last: last, good: good, goodSize: goodSize, res: last}
 	if last.Err != nil && good.Rules != nil {
 		src := *good.Source
 		src.Errors = last.Source.Errors
@@ -519,31 +522,39 @@ func (w *Watcher) check(e *entry, old *fileState, force bool) *fileState {
 		return old
 	}
 	if e.err != nil {
-		return newFileState(e.fp, failedResult(e.path, e.name, e.err), Result{})
+		return newFileState(e.fp, failedResult(e.path, e.name, e.err), Result{}, 0)
 	}
-	var good Result
-	if old != nil {
-		good = old.good
+	if old == nil {
+		res := ParseFile(e.path, e.name, w.settings.Action)
+		if res.Err != nil {
+			return newFileState(e.fp, res, Result{}, 0)
+		}
+		return newFileState(e.fp, res, res, e.fp.size)
 	}
-	if e.regular {
+	// Hash first when the content may be one already parsed (same size as
+	// the last version read, or as the one in force): parsing costs far
+	// more than hashing. A file of another size is parsed at once (and
+	// hashed while it is parsed).
+	good, goodSize := old.good, old.goodSize
+	if e.regular && (e.fp.size == old.fp.size || good.Rules != nil && e.fp.size == goodSize) {
 		if sum, err := hashFile(e.path); err == nil {
 			switch {
-			case old != nil && sum == old.last.Source.SHA256:
+			case sum == old.last.Source.SHA256:
 				// The same bytes as last time: nothing to parse.
 				s := *old
 				s.fp = e.fp
 				return &s
 			case good.Rules != nil && sum == good.Source.SHA256:
 				// Back to the version in force.
-				return newFileState(e.fp, good, good)
+				return newFileState(e.fp, good, good, goodSize)
 			}
 		}
 	}
 	res := ParseFile(e.path, e.name, w.settings.Action)
 	if res.Err == nil {
-		good = res
+		good, goodSize = res, e.fp.size
 	}
-	return newFileState(e.fp, res, good)
+	return newFileState(e.fp, res, good, goodSize)
 }
 
 // hashFile returns the hex SHA-256 of the file at p.
