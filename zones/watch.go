@@ -171,6 +171,7 @@ type Watcher struct {
 	files   map[string]*fileState // by list name
 	fsw     *fsnotify.Watcher     // set while Run runs
 	watchOK map[string]bool       // directories whose watch failed, so the warning is logged once
+	buf     []byte                // hashFile's read buffer
 
 	lists atomic.Pointer[[]Result]
 }
@@ -537,7 +538,7 @@ func (w *Watcher) check(e *entry, old *fileState, force bool) *fileState {
 	// hashed while it is parsed).
 	good, goodSize := old.good, old.goodSize
 	if e.regular && (e.fp.size == old.fp.size || good.Rules != nil && e.fp.size == goodSize) {
-		if sum, err := hashFile(e.path); err == nil {
+		if sum, err := w.hashFile(e.path); err == nil {
 			switch {
 			case sum == old.last.Source.SHA256:
 				// The same bytes as last time: nothing to parse.
@@ -557,15 +558,21 @@ func (w *Watcher) check(e *entry, old *fileState, force bool) *fileState {
 	return newFileState(e.fp, res, good, goodSize)
 }
 
-// hashFile returns the hex SHA-256 of the file at p.
-func hashFile(p string) (string, error) {
+// hashFile returns the hex SHA-256 of the file at p. The caller holds
+// the lock (the buffer is the Watcher's).
+func (w *Watcher) hashFile(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	if w.buf == nil {
+		w.buf = make([]byte, 64<<10)
+	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	// struct{ io.Reader } hides os.File's WriteTo, which would bring its
+	// own buffer.
+	if _, err := io.CopyBuffer(h, struct{ io.Reader }{f}, w.buf); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
