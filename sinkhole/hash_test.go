@@ -2,7 +2,6 @@ package sinkhole
 
 import (
 	"bytes"
-	"strings"
 	"testing"
 )
 
@@ -45,18 +44,13 @@ func TestHashLabelAt(t *testing.T) {
 		"a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f", "abcdefghijklmnopqrstuvwxyz.abcdefghijklmnopqrstuvwxyz.0123456789"}
 	for _, name := range names {
 		wantH, wantS := refHashName([]byte(name))
-		h, hm := uint64(hashSeed), uint64(hashSeed)
-		mask := dotMask([]byte(name))
+		h := uint64(hashSeed)
 		e := len(name)
 		for k := 0; ; k++ {
-			var s, sm int
+			var s int
 			h, s = hashLabelAt(h, []byte(name), e)
 			if k >= len(wantS) || s != wantS[k] || h != wantH[k] {
 				t.Errorf("%q label %d: start %d hash %#x, want %v %#x", name, k, s, h, wantS, wantH)
-				break
-			}
-			if hm, sm = hashLabelMask(hm, []byte(name), mask, e); sm != s || hm != h {
-				t.Errorf("%q label %d: hashLabelMask start %d hash %#x, want %d %#x", name, k, sm, hm, s, h)
 				break
 			}
 			if s == 0 {
@@ -99,28 +93,25 @@ func TestHashLabelsDistinct(t *testing.T) {
 	}
 }
 
-func TestDotMask(t *testing.T) {
-	t.Parallel()
-	for n := 0; n <= maxMaskName; n++ {
-		for _, pat := range []string{"a.", ".", "ab", "abc.defgh", "........x"} {
-			name := []byte(strings.Repeat(pat, 64)[:n])
-			var want uint64
-			for i, c := range name {
-				if c == '.' {
-					want |= 1 << i
-				}
-			}
-			if got := dotMask(name); got != want {
-				t.Errorf("dotMask(%q) = %b, want %b", name, got, want)
-			}
-		}
-	}
-}
-
 func BenchmarkHashName(b *testing.B) {
 	name := []byte("cdn.n1.edge-01.static.docs-prize.de")
 	b.ReportAllocs()
 	for b.Loop() {
 		hashName(name)
+	}
+}
+
+// hashName returns the hash of a whole name and its number of labels.
+func hashName(name []byte) (h uint64, labels int) {
+	h = hashSeed
+	e := len(name)
+	for {
+		var s int
+		h, s = hashLabelAt(h, name, e)
+		labels++
+		if s == 0 {
+			return h, labels
+		}
+		e = s - 1
 	}
 }

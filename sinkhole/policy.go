@@ -153,7 +153,10 @@ func (b *Builder) Build() *Rules {
 // NewPolicy costs a sort of the sources, not a re-index of their rules): a
 // name check hashes the name once, label by label from the right, and
 // probes each source's table with each parent suffix's hash, skipping
-// sources that hold no rule with that many labels.
+// sources that hold no rule with that many labels and, from two labels
+// on, sources that hold no rule below the suffix (no marker): most names
+// are done after the second label. The cost grows with the number of
+// lists; a list is one probe per label walked, about 15 ns when cached.
 type Policy struct {
 	settings Settings
 	rules    []*Rules
@@ -267,21 +270,12 @@ func (p *Policy) matchName(name []byte) (allow, block, log nameMatch) {
 	}
 	h := uint64(hashSeed)
 	e := len(name)
-	short := len(name) <= maxMaskName
-	var dots uint64
-	if short {
-		dots = dotMask(name)
-	}
 	// alive has a bit for each of the first 64 sources that may still
 	// match a longer suffix; later ones are always probed.
 	alive := ^uint64(0)
 	for labels := 1; labels <= p.maxDepth; labels++ {
 		var s int
-		if short {
-			h, s = hashLabelMask(h, name, dots, e)
-		} else {
-			h, s = hashLabelAt(h, name, e)
-		}
+		h, s = hashLabelAt(h, name, e)
 		if bit := labelBit(labels); p.labels&bit != 0 {
 			suffix, whole := name[s:], s == 0
 			for i := range p.doms {
@@ -291,8 +285,8 @@ func (p *Policy) matchName(name []byte) (allow, block, log nameMatch) {
 					continue
 				}
 				off, ok, more := d.set.find(h, suffix, whole)
-				if !more && labels >= 2 {
-					alive &^= live
+				if !more && labels >= 2 && i < 64 {
+					alive &^= live // nothing below this suffix in this list
 				}
 				if !ok {
 					continue

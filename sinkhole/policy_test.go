@@ -1,6 +1,7 @@
 package sinkhole
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -537,5 +538,29 @@ func TestEmptyPolicy(t *testing.T) {
 	var v Verdict
 	if v.Rule() != "" || v.Note() != "" || v.Hit() || v.Blocks() {
 		t.Errorf("zero Verdict is not empty")
+	}
+}
+
+// TestManySources checks lists beyond the 64 whose walk can stop early.
+func TestManySources(t *testing.T) {
+	t.Parallel()
+	var srcs []src
+	for i := range 70 {
+		s := src{name: fmt.Sprintf("list%02d.txt", i), rules: []string{"x.example", fmt.Sprintf("only%d.example", i)}}
+		if i == 0 || i == 66 {
+			s.rules = append(s.rules, fmt.Sprintf("a.b.evil%d.example", i))
+		}
+		srcs = append(srcs, s)
+	}
+	p := newTestPolicy(t, srcs...)
+	for _, tt := range []struct{ qname, list string }{
+		{"w.a.b.evil0.example", "list00.txt"},
+		{"w.a.b.evil66.example", "list66.txt"},
+		{"only3.example", "list03.txt"},
+		{"z.only69.example", "list69.txt"},
+	} {
+		if v := p.CheckQuery(netip.Addr{}, []byte(tt.qname)); v.Source == nil || v.Source.Name != tt.list {
+			t.Errorf("CheckQuery(%q) = %+v, want a hit in %s", tt.qname, got(v), tt.list)
+		}
 	}
 }
