@@ -254,14 +254,15 @@ func (l *Log) control(r *evRecord) error {
 	if l.closed.Load() {
 		return ErrLogClosed
 	}
-	r.done = make(chan error, 1)
+	done := make(chan error, 1)
+	r.done = done // r belongs to the writer from here on
 	select {
 	case l.ctl <- r:
 	case <-l.done:
 		return ErrLogClosed
 	}
 	select {
-	case err := <-r.done:
+	case err := <-done:
 		return err
 	case <-l.done:
 		return ErrLogClosed

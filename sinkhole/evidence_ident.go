@@ -246,7 +246,7 @@ func (l *evLeases) lookup(a netip.Addr) (evLease, bool) {
 func (l *evLeases) reload() {
 	st, err := os.Stat(l.path)
 	if err != nil {
-		if l.m == nil || l.size >= 0 {
+		if l.log != nil && (l.m == nil || l.size >= 0) {
 			l.log.Warn("evidence: dhcp leases", "err", err)
 		}
 		l.m, l.size = map[netip.Addr]evLease{}, -1
@@ -257,7 +257,9 @@ func (l *evLeases) reload() {
 	}
 	b, err := os.ReadFile(l.path)
 	if err != nil {
-		l.log.Warn("evidence: dhcp leases", "err", err)
+		if l.log != nil {
+			l.log.Warn("evidence: dhcp leases", "err", err)
+		}
 		return
 	}
 	m, _ := evParseLeases(b)

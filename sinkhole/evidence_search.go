@@ -146,7 +146,7 @@ func newEvQuery(q HitQuery) evQuery {
 	if q.Name != "" {
 		e.nameB, e.dotName = []byte(q.Name), []byte("."+q.Name)
 	}
-	e.macB, e.listB, e.triggerB = []byte(q.MAC), []byte(q.List), []byte(q.Trigger)
+	e.macB, e.listB, e.triggerB = evBytes(q.MAC), evBytes(q.List), evBytes(q.Trigger)
 	if !q.Since.IsZero() {
 		e.since = evAppendTime(nil, q.Since)
 	}
@@ -154,6 +154,14 @@ func newEvQuery(q HitQuery) evQuery {
 		e.until = evAppendTime(nil, q.Until)
 	}
 	return e
+}
+
+// evBytes is nil for "".
+func evBytes(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
 }
 
 // match reports whether a record line matches. f is scratch space.
