@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"regexp"
@@ -38,7 +39,13 @@ type fileConfig struct {
 		Debounce duration `yaml:"debounce"`
 	} `yaml:"zones"`
 	Evidence struct {
-		Dir string `yaml:"dir"`
+		Dir           string   `yaml:"dir"`
+		FsyncInterval duration `yaml:"fsync_interval"`
+		SegmentSize   size     `yaml:"segment_size"`
+		Retention     duration `yaml:"retention"`
+		Queue         int      `yaml:"queue"`
+		HMACKeyFile   string   `yaml:"hmac_key_file"`
+		DHCPLeases    string   `yaml:"dhcp_leases"`
 	} `yaml:"evidence"`
 	Sinkhole struct {
 		IPv4   string `yaml:"ipv4"`
@@ -103,6 +110,35 @@ func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// size is a YAML size: bytes ("1048576") or KiB, MiB, GiB ("512KiB",
+// "64MiB").
+type size int64
+
+var sizeRe = regexp.MustCompile(`^(\d+)\s*(KiB|MiB|GiB)?$`)
+
+func parseSize(s string) (int64, error) {
+	m := sizeRe.FindStringSubmatch(strings.TrimSpace(s))
+	if m == nil {
+		return 0, fmt.Errorf("invalid size %q (want bytes or e.g. 512KiB, 64MiB, 1GiB)", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	shift := map[string]uint{"": 0, "KiB": 10, "MiB": 20, "GiB": 30}[m[2]]
+	if err != nil || n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("invalid size %q: too large", s)
+	}
+	return n << shift, nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (z *size) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*z = size(v)
+	return nil
+}
+
 // config is the loaded, validated configuration, split by package.
 type config struct {
 	file      fileConfig
@@ -115,6 +151,9 @@ type config struct {
 	instance  string
 	logLevel  string
 	logFormat string
+
+	// evidence configures the hit log (Version is set by serve).
+	evidence sinkhole.LogConfig
 
 	// zonesDebounce is the quiet period after a change in zones.dir
 	// before the lists reload.
@@ -133,7 +172,12 @@ func defaultFile() fileConfig {
 	f.UpstreamTimeout = duration(2 * time.Second)
 	f.Zones.Dir = "./zones.d"
 	f.Zones.Debounce = duration(200 * time.Millisecond)
-	f.Evidence.Dir = "./data/hits"
+	ev := sinkhole.DefaultLogConfig()
+	f.Evidence.Dir = ev.Dir
+	f.Evidence.FsyncInterval = duration(ev.FsyncInterval)
+	f.Evidence.SegmentSize = size(ev.SegmentSize)
+	f.Evidence.Retention = duration(ev.Retention)
+	f.Evidence.Queue = ev.Queue
 	f.Sinkhole.IPv4, f.Sinkhole.IPv6, f.Sinkhole.TTL, f.Sinkhole.Action = "0.0.0.0", "::", 60, "sinkhole"
 	f.Access.Allow = resolver.DefaultAllow
 	f.Access.RateLimit = 1000
@@ -233,6 +277,19 @@ func buildConfig(f fileConfig, resolvConf string) (*config, error) {
 	}
 	if c.instance == "" {
 		c.instance, _ = os.Hostname()
+	}
+	c.evidence = sinkhole.LogConfig{Dir: f.Evidence.Dir, Instance: c.instance,
+		FsyncInterval: time.Duration(f.Evidence.FsyncInterval), SegmentSize: int64(f.Evidence.SegmentSize),
+		Retention: time.Duration(f.Evidence.Retention), Queue: f.Evidence.Queue, DHCPLeases: f.Evidence.DHCPLeases}
+	if f.Evidence.HMACKeyFile != "" {
+		key, err := sinkhole.ReadHMACKey(f.Evidence.HMACKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: evidence.hmac_key_file: %w", errConfig, err)
+		}
+		c.evidence.HMACKey = key
+	}
+	if err := c.evidence.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", errConfig, err)
 	}
 	allow, err := resolver.ParsePrefixes(f.Access.Allow)
 	if err != nil {

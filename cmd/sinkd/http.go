@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sinkd/sinkd/sinkhole"
 	"github.com/sinkd/sinkd/zones"
 )
 
@@ -24,6 +25,7 @@ func (a *app) mux(reg *prometheus.Registry) *http.ServeMux {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	m.Handle("GET /api/v1/hits", sinkhole.HitsHandler(a.cfg.hitsDir))
 	m.HandleFunc("GET /api/v1/lists", func(w http.ResponseWriter, _ *http.Request) {
 		lists := a.zones.Lists()
 		out := make([]zones.ListInfo, 0, len(lists))

@@ -1,6 +1,7 @@
 // Command sinkd is a DNS sinkhole resolver: it forwards and caches queries,
 // and answers names, CNAME targets and addresses on malicious lists with a
-// sinkhole address. Subcommands: serve (default), check, version.
+// sinkhole address. Subcommands: serve (default), check, hits, verify,
+// version.
 package main
 
 import (
@@ -51,6 +52,8 @@ const usage = `usage: sinkd [command] [flags]
 commands:
   serve    answer DNS queries (the default)
   check    lint list files, or explain why a name or address is listed
+  hits     search the evidence log (hit records): by client, name, list, time
+  verify   check the evidence log's hash chain
   version  print version, commit and Go version
 
 Run 'sinkd COMMAND -h' for a command's flags.
@@ -66,6 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args, stderr)
 	case "check":
 		return runCheck(args, stdout, stderr)
+	case "hits":
+		return runHits(ctx, args, stdout, stderr)
+	case "verify":
+		return runVerify(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "sinkd %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil

@@ -51,6 +51,7 @@ type app struct {
 	srv    *resolver.Server
 	up     resolver.Upstream
 	zones  *zones.Watcher // the lists: live reload, SIGHUP, /api/v1/lists and /api/v1/reload
+	ev     *sinkhole.Log  // the evidence log: hits, start/stop, reload records
 	ready  chan struct{}
 	httpLn net.Listener
 }
@@ -80,8 +81,23 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 		up = pool
 	}
 
-	a := &app{cfg: cfg, log: log, up: up, ready: make(chan struct{})}
-	srv, err := resolver.New(cfg.resolver, up, hitLogger{log: log.With("component", "hits")}, reg, log)
+	// The evidence log outlives the DNS server: Close (stop record, fsync)
+	// runs after Serve has drained.
+	evCfg := cfg.evidence
+	evCfg.Version = version
+	ev, err := sinkhole.OpenLog(evCfg, reg, log.With("component", "evidence"))
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	stopReason := "error"
+	defer func() {
+		if err := ev.Close(stopReason); err != nil {
+			log.Error("evidence log", "err", err)
+		}
+	}()
+
+	a := &app{cfg: cfg, log: log, up: up, ev: ev, ready: make(chan struct{})}
+	srv, err := resolver.New(cfg.resolver, up, ev, reg, log)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -94,8 +110,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 	a.zones = zw
 	// The first policy is in place before the sockets open: the first
 	// query already sees it.
-	if _, err := zw.Reload(ctx); err != nil {
+	rl, err := zw.Reload(ctx)
+	if err != nil {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if err := ev.RecordStart(evidenceSources(rl.Results)); err != nil {
+		log.Error("evidence log: start record", "err", err)
 	}
 	if err := srv.Listen(); err != nil {
 		return err
@@ -162,6 +182,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 		started <- a
 	}
 	err = srv.Serve(ctx)
+	stopReason = stopCause(ctx, err)
 	if hs != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
 		_ = hs.Shutdown(sctx)
@@ -180,14 +201,24 @@ func (noUpstream) Exchange(context.Context, *dns.Msg) (*dns.Msg, error) {
 }
 func (noUpstream) Ready() bool { return false }
 
-// hitLogger logs each hit at debug level until the evidence log exists.
-type hitLogger struct{ log *slog.Logger }
-
-func (h hitLogger) RecordHit(hit *sinkhole.Hit) {
-	if !h.log.Enabled(context.Background(), slog.LevelDebug) {
-		return
+// evidenceSources lists the lists in force for start and reload records.
+func evidenceSources(results []zones.Result) []sinkhole.ReloadSource {
+	out := make([]sinkhole.ReloadSource, 0, len(results))
+	for _, r := range results {
+		out = append(out, sinkhole.ReloadSource{List: r.Source.Name, SHA256: r.Source.SHA256, Status: r.Status,
+			Rules: r.Source.Rules.Total()})
 	}
-	h.log.Debug("hit", "client", hit.Client.Addr(), "qname", hit.QName, "qtype", dns.TypeToString[hit.QType],
-		"trigger", hit.Trigger.String(), "match", hit.Match, "rule", hit.Rule, "list", hit.List.Name,
-		"action", hit.Action.String())
+	return out
+}
+
+// stopCause is the stop record's reason: the signal that ended ctx, or the
+// error Serve returned.
+func stopCause(ctx context.Context, err error) string {
+	switch {
+	case ctx.Err() != nil:
+		return context.Cause(ctx).Error()
+	case err != nil:
+		return "error: " + err.Error()
+	}
+	return "stopped"
 }
