@@ -16,6 +16,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/sinkd/sinkd/sinkhole"
@@ -196,48 +198,95 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
-// serveUDP is one reader of a UDP socket. Cache hits and policy answers are
-// written from here; misses go to a goroutine of their own. On a wildcard
-// socket each reply is sent from the address its query came to.
+// udpBatch is how many datagrams one recvmmsg/sendmmsg call moves.
+const udpBatch = 16
+
+// batchConn is what ipv4.PacketConn and ipv6.PacketConn share: batched
+// reads and writes (recvmmsg/sendmmsg on Linux, one at a time elsewhere).
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// serveUDP is one reader of a UDP socket. It reads the datagrams waiting in
+// one system call, answers cache hits and policy hits in place, and sends
+// those replies in one system call; misses go to a goroutine of their own.
+// On a wildcard socket each reply is sent from the address its query came to.
 func (s *Server) serveUDP(c *net.UDPConn) {
 	defer s.loops.Done()
 	local := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr()
 	wildcard, v6 := local.IsUnspecified(), local.Is6()
-	buf := make([]byte, 65535)
-	out := make([]byte, 0, 65535)
-	var oob, oobOut []byte
-	if wildcard {
-		oob, oobOut = make([]byte, oobSize), make([]byte, 0, oobSize)
+	var bc batchConn = ipv4.NewPacketConn(c)
+	if v6 {
+		bc = ipv6.NewPacketConn(c)
 	}
-	var r request
+	var (
+		rms  = make([]ipv4.Message, udpBatch)
+		wms  = make([]ipv4.Message, 0, udpBatch)
+		outs [udpBatch][]byte
+		wbuf [udpBatch][1][]byte
+		oobs [udpBatch][]byte
+		r    request
+	)
+	for i := range rms {
+		rms[i].Buffers = [][]byte{make([]byte, 65535)}
+		outs[i] = make([]byte, 0, 65535)
+		if wildcard {
+			rms[i].OOB = make([]byte, oobSize)
+			oobs[i] = make([]byte, 0, oobSize)
+		}
+	}
 	for {
-		n, oobn, _, from, err := c.ReadMsgUDPAddrPort(buf, oob)
+		n, err := bc.ReadBatch(rms, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		var src netip.Addr
-		if wildcard {
-			src, _ = pktDst(oob[:oobn])
-		}
-		reply, st := s.handle(s.base, out[:0], buf[:n], from, protoUDP, false, false, &r)
-		switch st {
-		case statusReply:
-			s.writeUDP(c, reply, oobOut, src, v6, from)
-		case statusSlow:
-			msg := append([]byte(nil), buf[:n]...)
-			admitted := r.admitted
-			s.inflight.Add(1)
-			go func() {
-				defer s.inflight.Done()
-				var r request
-				reply, st := s.handle(s.base, nil, msg, from, protoUDP, true, admitted, &r)
-				if st == statusReply {
-					s.writeUDP(c, reply, make([]byte, 0, oobSize), src, v6, from)
+		wms = wms[:0]
+		for i := range n {
+			m := &rms[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			from := ua.AddrPort()
+			var src netip.Addr
+			if wildcard {
+				src, _ = pktDst(m.OOB[:m.NN])
+			}
+			msg := m.Buffers[0][:m.N]
+			reply, st := s.handle(s.base, outs[i][:0], msg, from, protoUDP, false, false, &r)
+			switch st {
+			case statusReply:
+				k := len(wms)
+				wbuf[k][0] = reply
+				w := ipv4.Message{Buffers: wbuf[k][:], Addr: ua}
+				if src.IsValid() {
+					w.OOB = appendPktSrc(oobs[k][:0], src, v6)
 				}
-			}()
+				wms = append(wms, w)
+			case statusSlow:
+				msg := append([]byte(nil), msg...)
+				admitted := r.admitted
+				s.inflight.Add(1)
+				go func() {
+					defer s.inflight.Done()
+					var r request
+					reply, st := s.handle(s.base, nil, msg, from, protoUDP, true, admitted, &r)
+					if st == statusReply {
+						s.writeUDP(c, reply, make([]byte, 0, oobSize), src, v6, from)
+					}
+				}()
+			}
+		}
+		for len(wms) > 0 {
+			sent, err := bc.WriteBatch(wms, 0)
+			if errors.Is(err, net.ErrClosed) {
+				break
+			}
+			wms = wms[max(sent, 1):] // a datagram that cannot be sent is dropped, like a lost packet
 		}
 	}
 }
