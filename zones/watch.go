@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -155,6 +156,10 @@ func (r Reload) Result() string {
 // version to keep, it is listed failed. A deleted file's rules go away. If
 // zones.dir itself cannot be read the reload fails and the previous policy
 // stays.
+//
+// After a reload that changed rules, the Watcher runs a garbage
+// collection, so the heap falls back to the new policy's live size rather
+// than holding the reload's peak until the pacer's next cycle.
 //
 // Each reload that changes something logs one line per changed list
 // (name, status, rules added and removed, skipped lines, SHA-256 old ->
@@ -513,6 +518,15 @@ func (w *Watcher) reload(ctx context.Context, full bool, d *dirty) (Reload, erro
 	w.lists.Store(&results) // before apply: once a policy is in force, Lists describes it
 	w.apply(p, r)
 	w.record(r)
+	if len(changes) > 0 {
+		// The replaced rules are garbage now (once the queries in flight
+		// finish). Without a collection, the heap goal the pacer set while
+		// both versions and the parser's buffers were live would let the
+		// heap stay near that peak until the next cycle; the next reload
+		// would then start from there. One cycle per changed reload keeps
+		// the heap at the new live size.
+		runtime.GC()
+	}
 	return r, nil
 }
 

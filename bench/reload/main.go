@@ -11,7 +11,7 @@
 // Run from the repository root (it builds ./cmd/sinkd):
 //
 //	go run ./bench/reload -mode latency -runs 7
-//	go run ./bench/reload -mode load -qps 20000
+//	go run ./bench/reload -mode load -qps 20000 -reloads 5
 //
 // The lists come from internal/synth, the generator behind bench/genlist
 // (go run ./bench/genlist -domains 1000000 -o FILE writes the same bytes).
@@ -64,8 +64,9 @@ func run() error {
 	debounce := flag.Duration("debounce", 200*time.Millisecond, "zones.debounce")
 	qps := flag.Int("qps", 20_000, "load: queries per second")
 	domains := flag.Int("domains", 1_000_000, "load: domains in the replaced list")
-	steady := flag.Duration("steady", 6*time.Second, "load: steady load before the replacement")
-	after := flag.Duration("after", 4*time.Second, "load: load after the new list is live")
+	reloads := flag.Int("reloads", 5, "load: replacements, each after a steady window")
+	steady := flag.Duration("steady", 4*time.Second, "load: steady window before each replacement")
+	after := flag.Duration("after", 2*time.Second, "load: load after the last replacement is live")
 	timeout := flag.Duration("timeout", time.Second, "load: a query unanswered this long has timed out")
 	keep := flag.Bool("keep", false, "keep the temp dir and sinkd's log")
 	flag.Parse()
@@ -96,7 +97,7 @@ func run() error {
 	case "latency":
 		return latency(*bin, dir, up, *debounce, *runs, *lines)
 	case "load":
-		return load(*bin, dir, up, *debounce, *qps, *domains, *steady, *after, *timeout)
+		return load(*bin, dir, up, *debounce, *qps, *domains, *reloads, *steady, *after, *timeout)
 	default:
 		return fmt.Errorf("unknown -mode %q", *mode)
 	}
@@ -179,25 +180,28 @@ func resolve(c *dns.Client, server, name string) string {
 	return ""
 }
 
-func load(bin, dir, up string, debounce time.Duration, qps, domains int, steady, after, timeout time.Duration) error {
-	// Two versions of one feed: the second holds the first's names and
-	// ten more, as a feed update does. The load asks names in both, so it
-	// is the same before, during and after the reload, and the whole
-	// file is parsed again.
-	sd0 := filepath.Join(dir, "zones.d")
+func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int, steady, after, timeout time.Duration) error {
+	// Versions of one feed: version k holds version k-1's names and ten
+	// more, as a feed update does. The load asks names in all of them, so
+	// it is the same before, during and after each reload, and the whole
+	// file is parsed each time.
+	zd := filepath.Join(dir, "zones.d")
 	stage := filepath.Join(dir, "stage")
-	for _, d := range []string{sd0, stage} {
+	for _, d := range []string{zd, stage} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("generating two lists of %d domains...\n", domains)
-	if _, err := writeList(filepath.Join(sd0, "feed.txt"), 1, domains); err != nil {
+	fmt.Printf("generating %d lists of %d domains...\n", reloads+1, domains)
+	if _, err := writeList(filepath.Join(zd, "feed.txt"), 1, domains); err != nil {
 		return err
 	}
-	newest, err := writeList(filepath.Join(stage, "feed.txt"), 1, domains+10)
-	if err != nil {
-		return err
+	newest := make([]string, reloads+1) // a name only version k (and later) holds
+	for k := 1; k <= reloads; k++ {
+		var err error
+		if newest[k], err = writeList(filepath.Join(stage, fmt.Sprintf("feed%d.txt", k)), 1, domains+10*k); err != nil {
+			return err
+		}
 	}
 	sd, err := startSinkd(bin, dir, up, debounce)
 	if err != nil {
@@ -227,22 +231,32 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains int, steady,
 	stopLoad := make(chan struct{})
 	go func() { gen.run(stopLoad); close(genDone) }()
 
-	time.Sleep(steady) // the steady window: the load runs meanwhile
+	// Cycles: a steady window, then a reload window from the rename to 1 s
+	// after the new version is live (the old policy becomes garbage
+	// then). The first steady window starts after 1 s of warm-up.
+	type cycle struct{ steadyFrom, renamed, live, reloadTo time.Time }
+	var cycles []cycle
 	c := &dns.Client{Timeout: time.Second}
-	if resolve(c, sd.dns, newest) == sinkholeAddr {
-		return errors.New("the new list's name is blocked before the replacement")
-	}
-	renamed := time.Now()
-	if err := os.Rename(filepath.Join(stage, "feed.txt"), filepath.Join(sd.zones, "feed.txt")); err != nil {
-		return err
-	}
-	for resolve(c, sd.dns, newest) != sinkholeAddr {
-		if time.Since(renamed) > time.Minute {
-			return errors.New("the new list is not live after a minute")
+	from := loadStart.Add(time.Second)
+	for k := 1; k <= reloads; k++ {
+		time.Sleep(time.Until(from.Add(steady))) // the load runs meanwhile
+		if resolve(c, sd.dns, newest[k]) == sinkholeAddr {
+			return fmt.Errorf("version %d's name is blocked before its rename", k)
 		}
-		time.Sleep(2 * time.Millisecond)
+		renamed := time.Now()
+		if err := os.Rename(filepath.Join(stage, fmt.Sprintf("feed%d.txt", k)), filepath.Join(sd.zones, "feed.txt")); err != nil {
+			return err
+		}
+		for resolve(c, sd.dns, newest[k]) != sinkholeAddr {
+			if time.Since(renamed) > time.Minute {
+				return fmt.Errorf("version %d is not live after a minute", k)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		live := time.Now()
+		cycles = append(cycles, cycle{from, renamed, live, live.Add(time.Second)})
+		from = live.Add(time.Second)
 	}
-	live := time.Now()
 	time.Sleep(after)
 	close(stopLoad)
 	total := time.Since(loadStart)
@@ -250,46 +264,36 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains int, steady,
 	cancel()
 	mon.wait()
 
-	// Windows: steady = from 1 s after the start (warm-up) to the rename;
-	// reload = from the rename to 1 s after the new list is live (the old
-	// policy becomes garbage then).
-	steadyFrom, reloadTo := loadStart.Add(time.Second), live.Add(time.Second)
-	st := gen.stats(steadyFrom, renamed)
-	rl := gen.stats(renamed, reloadTo)
 	all := gen.stats(loadStart, loadStart.Add(total))
-	fmt.Printf("load: target %d qps for %.1f s, sent %d (%.0f qps), answered %d, timed out (>%v) %d, SERVFAIL/REFUSED/other rcode %d\n",
-		qps, total.Seconds(), all.sent, float64(all.sent)/total.Seconds(), all.answered, timeout, all.timedOut, all.failed)
-	fmt.Printf("reload: %d-domain list live %d ms after the rename\n", domains+10, live.Sub(renamed).Milliseconds())
-	fmt.Printf("latency steady: n=%d p50=%v p99=%v p99.9=%v max=%v (timed out %d, failed %d)\n",
-		st.sent, st.p50, st.p99, st.p999, st.max, st.timedOut, st.failed)
-	fmt.Printf("latency reload: n=%d p50=%v p99=%v p99.9=%v max=%v (timed out %d, failed %d)\n",
-		rl.sent, rl.p50, rl.p99, rl.p999, rl.max, rl.timedOut, rl.failed)
-	fmt.Printf("kernel drops at sinkd's UDP socket (receive buffer full, /proc/net/udp): steady %d, reload %d, whole run %d\n",
-		mon.dropped(steadyFrom, renamed), mon.dropped(renamed, reloadTo), mon.dropped(loadStart, time.Now()))
-	for _, w := range []struct {
-		name     string
-		from, to time.Time
-	}{{"steady", steadyFrom, renamed}, {"reload", renamed, live}} {
-		a, b, c := mon.cores(w.from, w.to)
-		fmt.Printf("CPU %s (cores of %d): sinkd %.2f, load generator + fake upstream %.2f, other processes %.2f\n", w.name, runtime.NumCPU(), a, b, c)
+	fmt.Printf("load: target %d qps for %.1f s, sent %d (%.0f qps), answered %d, timed out (>%v) %d, SERVFAIL/REFUSED/other rcode %d; kernel drops at sinkd's UDP socket %d\n",
+		qps, total.Seconds(), all.sent, float64(all.sent)/total.Seconds(), all.answered, timeout, all.timedOut, all.failed,
+		mon.dropped(loadStart, time.Now()))
+	var ratios, heaps []float64
+	for k, cy := range cycles {
+		st := gen.stats(cy.steadyFrom, cy.renamed)
+		rl := gen.stats(cy.renamed, cy.reloadTo)
+		hs, rs := mon.peak(cy.steadyFrom, cy.renamed)
+		hr, rr := mon.peak(cy.renamed, cy.reloadTo)
+		s1, g1, o1 := mon.cores(cy.steadyFrom, cy.renamed)
+		s2, g2, o2 := mon.cores(cy.renamed, cy.live)
+		ratio := float64(rl.p99) / float64(max(st.p99, 1))
+		heap := float64(hr) / float64(max(hs, 1))
+		ratios, heaps = append(ratios, ratio), append(heaps, heap)
+		fmt.Printf("reload %d: %d-domain list live %d ms after the rename\n", k+1, domains+10*(k+1), cy.live.Sub(cy.renamed).Milliseconds())
+		fmt.Printf("  steady: n=%d p50=%v p99=%v p99.9=%v max=%v timed out %d, failed %d, socket drops %d\n",
+			st.sent, st.p50, st.p99, st.p999, st.max, st.timedOut, st.failed, mon.dropped(cy.steadyFrom, cy.renamed))
+		fmt.Printf("  reload: n=%d p50=%v p99=%v p99.9=%v max=%v timed out %d, failed %d, socket drops %d\n",
+			rl.sent, rl.p50, rl.p99, rl.p999, rl.max, rl.timedOut, rl.failed, mon.dropped(cy.renamed, cy.reloadTo))
+		fmt.Printf("  p99 reload/steady %.2fx; heap_inuse peak %d -> %d MiB (%.2fx); RSS peak %d -> %d MiB (%.2fx)\n",
+			ratio, hs>>20, hr>>20, heap, rs>>20, rr>>20, float64(rr)/float64(max(rs, 1)))
+		fmt.Printf("  CPU cores (of %d) steady -> reload: sinkd %.2f -> %.2f, load generator + fake upstream %.2f -> %.2f, other processes %.2f -> %.2f\n",
+			runtime.NumCPU(), s1, s2, g1, g2, o1, o2)
 	}
-	if all.timedOut > 0 {
-		fmt.Printf("timed out by second of the run (rename at %.1f s):", renamed.Sub(loadStart).Seconds())
-		for sec := 0; sec <= int(total.Seconds()); sec++ {
-			from := loadStart.Add(time.Duration(sec) * time.Second)
-			if n := gen.stats(from, from.Add(time.Second)).timedOut; n > 0 {
-				fmt.Printf(" %ds:%d", sec, n)
-			}
-		}
-		fmt.Println()
-	}
-	fmt.Printf("p99 reload/steady = %.2fx (target <= 2x)\n", float64(rl.p99)/float64(max(st.p99, 1)))
-	hs, rs := mon.peak(steadyFrom, renamed)
-	hr, rr := mon.peak(renamed, reloadTo)
-	fmt.Printf("heap_inuse peak (from /metrics go_memstats_heap_inuse_bytes every 50 ms): steady %d MiB, reload %d MiB, %.2fx (target <= 2.2x)\n",
-		hs>>20, hr>>20, float64(hr)/float64(max(hs, 1)))
-	fmt.Printf("RSS peak (from /proc/PID/status VmRSS every 10 ms): steady %d MiB, reload %d MiB, %.2fx\n",
-		rs>>20, rr>>20, float64(rr)/float64(max(rs, 1)))
+	slices.Sort(ratios)
+	slices.Sort(heaps)
+	fmt.Printf("summary: %d reloads, p99 reload/steady median %.2fx max %.2fx (target <= 2x); heap_inuse peak ratio median %.2fx max %.2fx (target <= 2.2x); timed out %d (target 0)\n",
+		len(ratios), ratios[len(ratios)/2], ratios[len(ratios)-1], heaps[len(heaps)/2], heaps[len(heaps)-1], all.timedOut)
+	fmt.Println("(heap_inuse: /metrics go_memstats_heap_inuse_bytes polled every 50 ms; RSS: /proc/PID/status VmRSS every 10 ms)")
 	return nil
 }
 
