@@ -252,9 +252,39 @@ func evRcodeString(rc int) string {
 	return "RCODE" + strconv.Itoa(rc)
 }
 
-// evAppendTime appends t in UTC with nine fraction digits and Z.
+// evAppendTime appends t in UTC with nine fraction digits and Z (the
+// layout evTimeLayout, without time.Format's layout parsing).
 func evAppendTime(buf []byte, t time.Time) []byte {
-	return t.UTC().AppendFormat(buf, evTimeLayout)
+	t = t.UTC()
+	y, mo, d := t.Date()
+	h, mi, sec := t.Clock()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(buf, evTimeLayout)
+	}
+	buf = evAppendDigits(buf, y, 4)
+	buf = append(buf, '-')
+	buf = evAppendDigits(buf, int(mo), 2)
+	buf = append(buf, '-')
+	buf = evAppendDigits(buf, d, 2)
+	buf = append(buf, 'T')
+	buf = evAppendDigits(buf, h, 2)
+	buf = append(buf, ':')
+	buf = evAppendDigits(buf, mi, 2)
+	buf = append(buf, ':')
+	buf = evAppendDigits(buf, sec, 2)
+	buf = append(buf, '.')
+	buf = evAppendDigits(buf, t.Nanosecond(), 9)
+	return append(buf, 'Z')
+}
+
+// evAppendDigits appends v, zero-padded to width digits.
+func evAppendDigits(buf []byte, v, width int) []byte {
+	var b [9]byte
+	for i := width - 1; i >= 0; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(buf, b[:width]...)
 }
 
 // evAppendStr appends ,"key":"val" unless val is empty (fields that do not
@@ -339,11 +369,13 @@ func evAppendString(buf []byte, s string) []byte {
 }
 
 // evRenderer turns wire-format replies into zone-file presentation lines.
-// Upstream replies are cache entries shared by many hits: their rendering
-// is cached by identity (the map keeps the bytes alive, so an address is
-// never reused while it is a key).
+// Renderings are cached: upstream replies are cache entries shared by many
+// hits, cached by identity (the cache keeps the bytes alive, so an address
+// is never reused while it is a key); synthesized answers are small and
+// repeat but for their ID, cached by content.
 type evRenderer struct {
-	cache map[*byte]evRendered
+	byID      evGen[*byte, evRendered]
+	byContent evGen[string, []string]
 }
 
 type evRendered struct {
@@ -351,15 +383,58 @@ type evRendered struct {
 	rrs  []string
 }
 
+const (
+	// evRenderCacheSize is the size of one generation of a render cache.
+	evRenderCacheSize = 8192
+	// evContentKeyMax is the longest answer cached by content.
+	evContentKeyMax = 512
+)
+
+// evGen is a two-generation cache: when the current generation is full it
+// becomes the old one, and entries found there move back. Recently used
+// entries stay; the cache never holds more than twice its size.
+type evGen[K comparable, V any] struct {
+	cur, old map[K]V
+}
+
+func (c *evGen[K, V]) promote(k K) (V, bool) {
+	v, ok := c.old[k]
+	if ok {
+		c.put(k, v)
+	}
+	return v, ok
+}
+
+func (c *evGen[K, V]) put(k K, v V) {
+	if c.cur == nil || len(c.cur) >= evRenderCacheSize {
+		c.old, c.cur = c.cur, make(map[K]V, evRenderCacheSize)
+	}
+	c.cur[k] = v
+}
+
 // render returns the answer section of wire as "name ttl class type rdata"
-// lines, owner names lower-case.
-func (d *evRenderer) render(wire []byte, cache bool) []string {
-	if len(wire) == 0 {
+// lines, owner names lower-case. shared says wire is an immutable cache
+// entry that other hits share.
+func (d *evRenderer) render(wire []byte, shared bool) []string {
+	if len(wire) <= 4 {
 		return nil
 	}
-	if cache {
-		if e, ok := d.cache[&wire[0]]; ok && len(e.wire) == len(wire) {
+	byContent := !shared && len(wire) <= evContentKeyMax
+	switch {
+	case shared:
+		e, ok := d.byID.cur[&wire[0]]
+		if !ok {
+			e, ok = d.byID.promote(&wire[0])
+		}
+		if ok && len(e.wire) == len(wire) {
 			return e.rrs
+		}
+	case byContent: // the key skips ID and flags
+		if rrs, ok := d.byContent.cur[string(wire[4:])]; ok {
+			return rrs
+		}
+		if rrs, ok := d.byContent.promote(string(wire[4:])); ok {
+			return rrs
 		}
 	}
 	var m dns.Msg
@@ -372,11 +447,11 @@ func (d *evRenderer) render(wire []byte, cache bool) []string {
 		h.Name = evLower(h.Name)
 		rrs = append(rrs, strings.ReplaceAll(rr.String(), "\t", " "))
 	}
-	if cache {
-		if d.cache == nil || len(d.cache) >= 4096 {
-			d.cache = make(map[*byte]evRendered)
-		}
-		d.cache[&wire[0]] = evRendered{wire: wire, rrs: rrs}
+	switch {
+	case shared:
+		d.byID.put(&wire[0], evRendered{wire: wire, rrs: rrs})
+	case byContent:
+		d.byContent.put(string(wire[4:]), rrs)
 	}
 	return rrs
 }

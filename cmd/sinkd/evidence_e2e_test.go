@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -323,5 +324,20 @@ func TestVerifyAndHitsUsage(t *testing.T) {
 		if code != tt.wantCode || tt.wantOut != "" && out != tt.wantOut {
 			t.Errorf("sinkd %v: exit %d %q %q, want %d %q", tt.args, code, out, errOut, tt.wantCode, tt.wantOut)
 		}
+	}
+}
+
+func TestDocumentedEvidenceConfig(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig("../../configs/sinkd.yaml", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := buildConfig(defaultFile(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(c.evidence) != fmt.Sprint(d.evidence) {
+		t.Errorf("configs/sinkd.yaml evidence differs from the defaults:\n%+v\n%+v", c.evidence, d.evidence)
 	}
 }
