@@ -978,3 +978,45 @@ func evGather(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
 	}
 	return mfs
 }
+
+// evSyncCountingFile counts fsyncs.
+type evSyncCountingFile struct {
+	*os.File
+	syncs *atomic.Int32
+}
+
+func (f *evSyncCountingFile) Sync() error {
+	f.syncs.Add(1)
+	return f.File.Sync()
+}
+
+func TestEvidencePeriodicFsync(t *testing.T) {
+	t.Parallel()
+	cfg := evTestConfig(t, newEvClock(evT0()))
+	var syncs atomic.Int32
+	cfg.openFile = func(name string, flag int, perm os.FileMode) (evFile, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		if err != nil {
+			return nil, err
+		}
+		return &evSyncCountingFile{File: f, syncs: &syncs}, nil
+	}
+	l, _ := evOpenLog(t, cfg)
+	for round := int32(1); round <= 3; round++ {
+		l.RecordHit(evTestHit(t, evT0(), "192.168.1.1", "x.evil.example"))
+		deadline := time.Now().Add(10 * time.Second)
+		for syncs.Load() < round { // no Sync call: the fsync interval does it
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d fsyncs after 10 s, fsync_interval %v", round, syncs.Load(), cfg.FsyncInterval)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	n := syncs.Load()
+	if err := l.Close("done"); err != nil {
+		t.Fatal(err)
+	}
+	if syncs.Load() <= n {
+		t.Error("Close did not fsync the stop record")
+	}
+}

@@ -55,9 +55,10 @@ type evWriter struct {
 	segFirst   uint64
 	segStart   time.Time
 	segDay     int64
-	fileSize   int64 // bytes of whole records in f
-	needTrunc  bool  // a failed write left bytes past fileSize
-	dirty      bool  // written since the last fsync
+	fileSize   int64         // bytes of whole records in f
+	needTrunc  bool          // a failed write left bytes past fileSize
+	dirty      bool          // written since the last fsync
+	syncing    chan struct{} // closed when the running syncAsync is done
 
 	broken   bool
 	retryAt  time.Time
@@ -417,17 +418,55 @@ func (w *evWriter) resetBuf() {
 	w.bufHit = evLoss{}
 }
 
-// sync makes written records durable and answers their callers.
+// sync makes written records durable, now.
 func (w *evWriter) sync() {
+	w.waitSync()
 	if w.f != nil && w.dirty {
-		start := time.Now()
-		err := w.f.Sync()
-		w.m.fsync.Observe(time.Since(start).Seconds())
-		if err != nil {
-			w.m.writeErrors.Inc()
-			w.log.Error("evidence: fsync", "err", err)
-		}
 		w.dirty = false
+		w.fsync(w.f)
+	}
+}
+
+func (w *evWriter) fsync(f evFile) {
+	start := time.Now()
+	err := f.Sync()
+	w.m.fsync.Observe(time.Since(start).Seconds())
+	if err != nil {
+		w.m.writeErrors.Inc()
+		w.log.Error("evidence: fsync", "err", err)
+	}
+}
+
+// syncAsync starts the periodic fsync in its own goroutine, so that a
+// slow disk does not stall the writer (which may go on writing to the
+// file meanwhile). At most one runs; the writer waits for it before it
+// closes the file (waitSync).
+func (w *evWriter) syncAsync() {
+	if w.syncing != nil {
+		select {
+		case <-w.syncing:
+			w.syncing = nil
+		default:
+			return // the last one is still running
+		}
+	}
+	if w.f == nil || !w.dirty {
+		return
+	}
+	w.dirty = false
+	done, f := make(chan struct{}), w.f
+	w.syncing = done
+	go func() {
+		defer close(done)
+		w.fsync(f)
+	}()
+}
+
+// waitSync waits for a running syncAsync.
+func (w *evWriter) waitSync() {
+	if w.syncing != nil {
+		<-w.syncing
+		w.syncing = nil
 	}
 }
 
@@ -453,8 +492,12 @@ func (w *evWriter) tick() {
 		w.retryDisk()
 	}
 	w.flush()
-	w.sync()
-	w.answer()
+	if len(w.wait) > 0 { // someone waits for durability: sync now
+		w.sync()
+		w.answer()
+		return
+	}
+	w.syncAsync()
 }
 
 // retryDisk tries the disk again: first the control records kept, then
