@@ -287,16 +287,34 @@ func (l *Log) Close(reason string) error {
 // Dir is the evidence directory.
 func (l *Log) Dir() string { return l.cfg.Dir }
 
-// run is the writer goroutine.
+// evPoll is how often the writer collects hits while they keep coming.
+// Between polls a hit is only a buffered channel send: no goroutine wakes
+// up, so a flood of hits costs the query path no scheduler work, and the
+// writer issues at most one write(2) per poll.
+const evPoll = 5 * time.Millisecond
+
+// run is the writer goroutine. Idle, it waits on the queue; the first hit
+// starts polling, which lasts until a poll finds nothing.
 func (l *Log) run() {
 	w := l.w
 	tick := time.NewTicker(l.cfg.FsyncInterval)
 	defer tick.Stop()
+	poll := time.NewTimer(evPoll)
+	poll.Stop()
+	defer poll.Stop()
+	hits := l.hits // nil while polling
 	for {
 		select {
-		case h := <-l.hits:
+		case h := <-hits:
 			w.hit(h)
-			l.drain(false)
+			hits = nil
+			poll.Reset(evPoll)
+		case <-poll.C:
+			if l.drain(false) == 0 {
+				hits = l.hits
+			} else {
+				poll.Reset(evPoll)
+			}
 		case r := <-l.ctl:
 			l.drain(false)
 			w.put(r)
@@ -315,12 +333,14 @@ func (l *Log) run() {
 }
 
 // drain writes every hit (and, when all, every control record) waiting in
-// the queues, then flushes.
-func (l *Log) drain(all bool) {
+// the queues, then flushes. It returns how many records it took.
+func (l *Log) drain(all bool) int {
 	w := l.w
+	n := 0
 	for {
 		select {
 		case h := <-l.hits:
+			n++
 			w.hit(h)
 			if len(w.buf) >= evFlushSize {
 				w.flush()
@@ -331,6 +351,7 @@ func (l *Log) drain(all bool) {
 		if all {
 			select {
 			case r := <-l.ctl:
+				n++
 				w.put(r)
 				continue
 			default:
@@ -340,6 +361,7 @@ func (l *Log) drain(all bool) {
 	}
 	l.queueGap()
 	w.flush()
+	return n
 }
 
 // syncIfNeeded fsyncs after a control record whose caller waits (sync,

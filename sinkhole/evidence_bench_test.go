@@ -43,12 +43,18 @@ func evBenchClients() ([]netip.AddrPort, func(netip.Addr) (string, bool)) {
 // and the clock stops once the last one is synced.
 func BenchmarkEvidenceWriter(b *testing.B) {
 	for _, tc := range []struct {
-		name string
-		hmac bool
-		kind int
-	}{{"qname", false, 0}, {"cname", false, 1}, {"qname-hmac", true, 0}} {
+		name   string
+		hmac   bool
+		kind   int
+		unique int // distinct names (0: one)
+	}{{"qname", false, 0, 0}, {"cname", false, 1, 0}, {"qname-hmac", true, 0, 0}, {"qname-100k-names", false, 0, 100_000}} {
 		b.Run(tc.name, func(b *testing.B) {
 			tmpl := evBenchHits(b)[tc.kind]
+			answers := make([][]byte, tc.unique)
+			for i := range answers {
+				name := fmt.Sprintf("h%d.evil.example", i)
+				answers[i] = evWire(b, name, dns.TypeA, 0, name+". 60 IN A 0.0.0.0")
+			}
 			clients, neigh := evBenchClients()
 			cfg := DefaultLogConfig()
 			cfg.Dir, cfg.Instance, cfg.Neighbours = b.TempDir(), "bench", neigh
@@ -66,6 +72,9 @@ func BenchmarkEvidenceWriter(b *testing.B) {
 				h := new(Hit)
 				*h = tmpl
 				h.Time, h.Client = start.Add(time.Duration(i)), clients[i&1023]
+				if tc.unique > 0 {
+					h.Answer = answers[i%tc.unique]
+				}
 				l.hits <- h
 			}
 			if err := l.Sync(); err != nil {

@@ -189,8 +189,8 @@ func (e *evEncoder) appendHit(buf []byte, h *Hit) []byte {
 		category = h.List.Category
 	}
 	buf = evAppendStr(buf, "action", h.Action.String())
-	buf = evAppendStrings(buf, "answer", e.rr.render(h.Answer, false))
-	buf = evAppendStrings(buf, "upstream", e.rr.render(h.Upstream, true))
+	buf = e.rr.appendRRs(buf, "answer", h.Answer, false)
+	buf = e.rr.appendRRs(buf, "upstream", h.Upstream, true)
 	if e.ident != nil {
 		mac, host := e.ident.lookup(client)
 		buf = evAppendStr(buf, "mac", mac)
@@ -410,6 +410,162 @@ func (c *evGen[K, V]) put(k K, v V) {
 		c.old, c.cur = c.cur, make(map[K]V, evRenderCacheSize)
 	}
 	c.cur[k] = v
+}
+
+// appendRRs appends ,"key":["rr",...] for the answer section of wire
+// (nothing when it is empty). Plain A, AAAA and CNAME answers are written
+// straight from the wire; anything else goes through miekg/dns (cached).
+func (d *evRenderer) appendRRs(buf []byte, key string, wire []byte, shared bool) []byte {
+	if out, ok := evAppendFastRRs(buf, key, wire); ok {
+		return out
+	}
+	return evAppendStrings(buf, key, d.render(wire, shared))
+}
+
+// evAppendFastRRs renders an answer section of only IN A, AAAA and CNAME
+// records with plain names (letters, digits, '-', '_', '*') exactly as
+// miekg/dns would (tabs as spaces, owner lower-case). ok is false, and buf
+// unchanged, for anything else.
+func evAppendFastRRs(buf []byte, key string, wire []byte) (out []byte, ok bool) {
+	if len(wire) < 12 {
+		return buf, false
+	}
+	qd := int(wire[4])<<8 | int(wire[5])
+	an := int(wire[6])<<8 | int(wire[7])
+	if an == 0 {
+		return buf, true
+	}
+	off := 12
+	for range qd {
+		if off = evSkipName(wire, off); off < 0 || off+4 > len(wire) {
+			return buf, false
+		}
+		off += 4
+	}
+	start := len(buf)
+	buf = append(buf, ',', '"')
+	buf = append(buf, key...)
+	buf = append(buf, '"', ':', '[')
+	for i := range an {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, '"')
+		var next int
+		if buf, next = evAppendWireName(buf, wire, off, true); next < 0 || next+10 > len(wire) {
+			return buf[:start], false
+		}
+		off = next
+		typ := int(wire[off])<<8 | int(wire[off+1])
+		class := int(wire[off+2])<<8 | int(wire[off+3])
+		ttl := uint32(wire[off+4])<<24 | uint32(wire[off+5])<<16 | uint32(wire[off+6])<<8 | uint32(wire[off+7])
+		rdlen := int(wire[off+8])<<8 | int(wire[off+9])
+		off += 10
+		if class != dns.ClassINET || off+rdlen > len(wire) {
+			return buf[:start], false
+		}
+		rd := wire[off : off+rdlen]
+		buf = append(buf, ' ')
+		buf = strconv.AppendUint(buf, uint64(ttl), 10)
+		switch {
+		case typ == int(dns.TypeA) && rdlen == 4:
+			buf = append(buf, " IN A "...)
+			buf = netip.AddrFrom4([4]byte(rd)).AppendTo(buf)
+		case typ == int(dns.TypeAAAA) && rdlen == 16:
+			a := netip.AddrFrom16([16]byte(rd))
+			if a.Is4In6() {
+				return buf[:start], false
+			}
+			buf = append(buf, " IN AAAA "...)
+			buf = a.AppendTo(buf)
+		case typ == int(dns.TypeCNAME):
+			buf = append(buf, " IN CNAME "...)
+			var end int
+			if buf, end = evAppendWireName(buf, wire, off, false); end != off+rdlen {
+				return buf[:start], false
+			}
+		default:
+			return buf[:start], false
+		}
+		buf = append(buf, '"')
+		off += rdlen
+	}
+	return append(buf, ']'), true
+}
+
+// evSkipName returns the offset after the (possibly compressed) name at
+// off, or -1.
+func evSkipName(wire []byte, off int) int {
+	for off < len(wire) {
+		c := int(wire[off])
+		switch {
+		case c == 0:
+			return off + 1
+		case c&0xC0 == 0xC0:
+			if off+2 > len(wire) {
+				return -1
+			}
+			return off + 2
+		case c&0xC0 != 0:
+			return -1
+		}
+		off += 1 + c
+	}
+	return -1
+}
+
+// evAppendWireName appends the name at off in presentation format with its
+// final dot (lower-case when lower), following compression pointers; it
+// returns the offset after the name in place, or -1 for a name that is
+// malformed or not plain.
+func evAppendWireName(buf, wire []byte, off int, lower bool) ([]byte, int) {
+	end, hops, labels, size := -1, 0, 0, 1
+	for {
+		if off >= len(wire) {
+			return buf, -1
+		}
+		c := int(wire[off])
+		switch {
+		case c == 0:
+			if end < 0 {
+				end = off + 1
+			}
+			if labels == 0 {
+				buf = append(buf, '.')
+			}
+			return buf, end
+		case c&0xC0 == 0xC0:
+			if off+2 > len(wire) || hops > 32 {
+				return buf, -1
+			}
+			if end < 0 {
+				end = off + 2
+			}
+			off = (c&0x3F)<<8 | int(wire[off+1])
+			hops++
+			continue
+		case c&0xC0 != 0 || off+1+c > len(wire):
+			return buf, -1
+		}
+		if size += 1 + c; size > 255 {
+			return buf, -1
+		}
+		for _, b := range wire[off+1 : off+1+c] {
+			switch {
+			case 'a' <= b && b <= 'z', '0' <= b && b <= '9', b == '-', b == '_', b == '*':
+			case 'A' <= b && b <= 'Z':
+				if lower {
+					b += 'a' - 'A'
+				}
+			default:
+				return buf, -1
+			}
+			buf = append(buf, b)
+		}
+		buf = append(buf, '.')
+		labels++
+		off += 1 + c
+	}
 }
 
 // render returns the answer section of wire as "name ttl class type rdata"

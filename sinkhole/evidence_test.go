@@ -1020,3 +1020,67 @@ func TestEvidencePeriodicFsync(t *testing.T) {
 		t.Error("Close did not fsync the stop record")
 	}
 }
+
+// evSlowRRs renders wire through miekg/dns only (no cache, no fast path).
+func evSlowRRs(key string, wire []byte) []byte {
+	var d evRenderer
+	return evAppendStrings(nil, key, d.render(wire, false))
+}
+
+func TestEvidenceFastRenderMatchesMiekg(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		qname    string
+		rrs      []string
+		wantFast bool
+	}{
+		{name: "A", qname: "www.evil.example", rrs: []string{"WWW.Evil.example. 60 IN A 0.0.0.0"}, wantFast: true},
+		{name: "AAAA", qname: "x.example", rrs: []string{"x.example. 300 IN AAAA 2001:db8::1", "x.example. 300 IN AAAA ::"}, wantFast: true},
+		{name: "CNAME chain", qname: "cdn.example", rrs: []string{"cdn.example. 300 IN CNAME Tracker.Bad.example.", "tracker.bad.example. 300 IN A 192.0.2.9"}, wantFast: true},
+		{name: "wildcard and underscore", qname: "_x.example", rrs: []string{"_x.example. 1 IN CNAME *.y.example."}, wantFast: true},
+		{name: "empty answer", qname: "none.example", wantFast: true},
+		{name: "v4-mapped AAAA", qname: "m.example", rrs: []string{"m.example. 60 IN AAAA ::ffff:192.0.2.1"}},
+		{name: "MX", qname: "mx.example", rrs: []string{"mx.example. 60 IN MX 10 mail.example."}},
+		{name: "escaped name", qname: "a\\.b.example", rrs: []string{"a\\.b.example. 60 IN A 192.0.2.1"}},
+		{name: "HINFO", qname: "any.example", rrs: []string{`any.example. 60 IN HINFO "RFC8482" ""`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			wire := evWire(t, tt.qname, dns.TypeA, 0, tt.rrs...)
+			fast, ok := evAppendFastRRs([]byte("x"), "answer", wire)
+			if ok != tt.wantFast {
+				t.Fatalf("fast path ok = %v, want %v", ok, tt.wantFast)
+			}
+			var d evRenderer
+			got := string(d.appendRRs(nil, "answer", wire, false))
+			if want := string(evSlowRRs("answer", wire)); got != want {
+				t.Errorf("rendered\n %s\nwant (miekg/dns)\n %s", got, want)
+			}
+			if !ok && string(fast) != "x" {
+				t.Errorf("a failed fast path changed buf: %q", fast)
+			}
+		})
+	}
+}
+
+func FuzzEvidenceRender(f *testing.F) {
+	f.Add(evWire(f, "cdn.example", dns.TypeA, 0, "cdn.example. 300 IN CNAME tracker.bad.example.", "tracker.bad.example. 300 IN A 192.0.2.9"))
+	f.Add(evWire(f, "x.example", dns.TypeAAAA, 0, "x.example. 300 IN AAAA 2001:db8::1"))
+	f.Add(evWire(f, "mx.example", dns.TypeMX, 0, "mx.example. 60 IN MX 10 mail.example."))
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		fast, ok := evAppendFastRRs(nil, "answer", wire)
+		var m dns.Msg
+		if !ok || m.Unpack(wire) != nil {
+			return
+		}
+		if want := evSlowRRs("answer", wire); string(fast) != string(want) {
+			t.Errorf("fast path %s\nmiekg/dns %s", fast, want)
+		}
+		var v []any
+		if len(fast) > 0 && json.Unmarshal(fast[len(`,"answer":`):], &v) != nil {
+			t.Errorf("not JSON: %s", fast)
+		}
+	})
+}
