@@ -122,17 +122,15 @@ func evParseDuration(s string) (time.Duration, error) {
 // evQuery is a HitQuery prepared for matching raw lines.
 type evQuery struct {
 	HitQuery
-	typ       []byte // nil: any type
-	clientEq  []byte // `"client":"ADDR"` for a single-address query
-	nameB     []byte
-	dotName   []byte
-	macB      []byte
-	listB     []byte
-	triggerB  []byte
-	since     []byte // formatted like ts
-	until     []byte
-	sinceTime time.Time
-	untilTime time.Time
+	typ      []byte // nil: any type
+	clientEq []byte // `"client":"ADDR"` for a single-address query
+	nameB    []byte
+	dotName  []byte
+	macB     []byte
+	listB    []byte
+	triggerB []byte
+	since    []byte // formatted like ts
+	until    []byte
 }
 
 func newEvQuery(q HitQuery) evQuery {

@@ -138,7 +138,7 @@ const (
 
 // Reasons a line is not a record.
 var (
-	errEvNoType = errors.New(`malformed record: does not start with {"type":`)
+	errEvNoType = errors.New(`malformed record: does not start with a "type" member`)
 	errEvNoSeq  = errors.New(`malformed record: no "seq" after "type"`)
 	errEvNoTS   = errors.New(`malformed record: no "ts" after "seq"`)
 	errEvNoHash = errors.New(`malformed record: does not end with "prev" and "hash"`)
