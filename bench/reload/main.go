@@ -38,6 +38,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,7 @@ func run() error {
 	qps := flag.Int("qps", 20_000, "load: queries per second")
 	domains := flag.Int("domains", 1_000_000, "load: domains in the replaced list")
 	reloads := flag.Int("reloads", 5, "load: replacements, each after a steady window")
+	blocked := flag.Float64("blocked", 0.1, "load: share of queries for listed names (each one a hit record)")
 	steady := flag.Duration("steady", 4*time.Second, "load: steady window before each replacement")
 	after := flag.Duration("after", 2*time.Second, "load: load after the last replacement is live")
 	timeout := flag.Duration("timeout", time.Second, "load: a query unanswered this long has timed out")
@@ -97,7 +99,7 @@ func run() error {
 	case "latency":
 		return latency(*bin, dir, up, *debounce, *runs, *lines)
 	case "load":
-		return load(*bin, dir, up, *debounce, *qps, *domains, *reloads, *steady, *after, *timeout)
+		return load(*bin, dir, up, *debounce, *qps, *domains, *reloads, *blocked, *steady, *after, *timeout)
 	default:
 		return fmt.Errorf("unknown -mode %q", *mode)
 	}
@@ -180,7 +182,7 @@ func resolve(c *dns.Client, server, name string) string {
 	return ""
 }
 
-func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int, steady, after, timeout time.Duration) error {
+func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int, blocked float64, steady, after, timeout time.Duration) error {
 	// Versions of one feed: version k holds version k-1's names and ten
 	// more, as a feed update does. The load asks names in all of them, so
 	// it is the same before, during and after each reload, and the whole
@@ -209,12 +211,18 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 	}
 	defer sd.stop()
 
-	// Queries: half listed names (answered by the policy), half names the
-	// fake upstream answers (cached after the first time).
+	// Queries: a share of listed names (answered by the policy, each a
+	// hit record), the rest names the fake upstream answers (cached after
+	// the first time). Every query is checked against the policy.
 	listed := synth.DomainList(1, min(domains, 50_000))
 	var names []string
-	for i, n := range listed {
-		names = append(names, n, fmt.Sprintf("host%d.good.example", i%5000))
+	nb := int(blocked*1000 + 0.5)
+	for i := range 1000 * 50 {
+		if i%1000 < nb {
+			names = append(names, listed[i%len(listed)])
+		} else {
+			names = append(names, fmt.Sprintf("host%d.good.example", i%5000))
+		}
 	}
 
 	mon := newMonitor(sd)
@@ -234,7 +242,10 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 	// Cycles: a steady window, then a reload window from the rename to 1 s
 	// after the new version is live (the old policy becomes garbage
 	// then). The first steady window starts after 1 s of warm-up.
-	type cycle struct{ steadyFrom, renamed, live, reloadTo time.Time }
+	type cycle struct {
+		steadyFrom, renamed, live, reloadTo time.Time
+		loadavg                             string // of the machine, at the rename
+	}
 	var cycles []cycle
 	c := &dns.Client{Timeout: time.Second}
 	from := loadStart.Add(time.Second)
@@ -243,6 +254,7 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 		if resolve(c, sd.dns, newest[k]) == sinkholeAddr {
 			return fmt.Errorf("version %d's name is blocked before its rename", k)
 		}
+		la := loadavg()
 		renamed := time.Now()
 		if err := os.Rename(filepath.Join(stage, fmt.Sprintf("feed%d.txt", k)), filepath.Join(sd.zones, "feed.txt")); err != nil {
 			return err
@@ -254,7 +266,7 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 			time.Sleep(2 * time.Millisecond)
 		}
 		live := time.Now()
-		cycles = append(cycles, cycle{from, renamed, live, live.Add(time.Second)})
+		cycles = append(cycles, cycle{from, renamed, live, live.Add(time.Second), la})
 		from = live.Add(time.Second)
 	}
 	time.Sleep(after)
@@ -265,6 +277,7 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 	mon.wait()
 
 	all := gen.stats(loadStart, loadStart.Add(total))
+	fmt.Printf("load: %.0f%% of queries for listed names\n", blocked*100)
 	fmt.Printf("load: target %d qps for %.1f s, sent %d (%.0f qps), answered %d, timed out (>%v) %d, SERVFAIL/REFUSED/other rcode %d; kernel drops at sinkd's UDP socket %d\n",
 		qps, total.Seconds(), all.sent, float64(all.sent)/total.Seconds(), all.answered, timeout, all.timedOut, all.failed,
 		mon.dropped(loadStart, time.Now()))
@@ -274,8 +287,8 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 		rl := gen.stats(cy.renamed, cy.reloadTo)
 		hs, rs := mon.peak(cy.steadyFrom, cy.renamed)
 		hr, rr := mon.peak(cy.renamed, cy.reloadTo)
-		s1, g1, o1 := mon.cores(cy.steadyFrom, cy.renamed)
-		s2, g2, o2 := mon.cores(cy.renamed, cy.live)
+		s1, g1 := mon.cores(cy.steadyFrom, cy.renamed)
+		s2, g2 := mon.cores(cy.renamed, cy.live)
 		ratio := float64(rl.p99) / float64(max(st.p99, 1))
 		heap := float64(hr) / float64(max(hs, 1))
 		ratios, heaps = append(ratios, ratio), append(heaps, heap)
@@ -286,8 +299,8 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 			rl.sent, rl.p50, rl.p99, rl.p999, rl.max, rl.timedOut, rl.failed, mon.dropped(cy.renamed, cy.reloadTo))
 		fmt.Printf("  p99 reload/steady %.2fx; heap_inuse peak %d -> %d MiB (%.2fx); RSS peak %d -> %d MiB (%.2fx)\n",
 			ratio, hs>>20, hr>>20, heap, rs>>20, rr>>20, float64(rr)/float64(max(rs, 1)))
-		fmt.Printf("  CPU cores (of %d) steady -> reload: sinkd %.2f -> %.2f, load generator + fake upstream %.2f -> %.2f, other processes %.2f -> %.2f\n",
-			runtime.NumCPU(), s1, s2, g1, g2, o1, o2)
+		fmt.Printf("  CPU cores (of %d) steady -> rename..live: sinkd %.2f -> %.2f, load generator + fake upstream %.2f -> %.2f; load average %s\n",
+			runtime.NumCPU(), s1, s2, g1, g2, cy.loadavg)
 	}
 	slices.Sort(ratios)
 	slices.Sort(heaps)
@@ -324,6 +337,9 @@ zones:
   debounce: %v
 evidence:
   dir: %s
+  # No segment is closed (and gzip'ed in the background) during a run:
+  # that work is the evidence log's, not the reload's.
+  segment_size: 64GiB
 sinkhole:
   ipv4: %s
 `, up, sd.zones, debounce, filepath.Join(dir, "hits"), sinkholeAddr)
@@ -404,11 +420,11 @@ type monitor struct {
 	wg    sync.WaitGroup
 }
 
-// cpuSample holds CPU clock ticks (USER_HZ) used so far by sinkd, by this
-// process, and by the whole machine (busy, not idle or iowait).
+// cpuSample holds CPU clock ticks (USER_HZ) used so far by sinkd and by
+// this process.
 type cpuSample struct {
-	t                 time.Time
-	sinkd, self, busy int64
+	t           time.Time
+	sinkd, self int64
 }
 
 type sample struct {
@@ -475,7 +491,7 @@ func (m *monitor) run(ctx context.Context) {
 				m.drops = append(m.drops, sample{now, d})
 				m.mu.Unlock()
 			}
-			cs := cpuSample{t: now, sinkd: procTicks(m.sd.cmd.Process.Pid), self: procTicks(os.Getpid()), busy: busyTicks()}
+			cs := cpuSample{t: now, sinkd: procTicks(m.sd.cmd.Process.Pid), self: procTicks(os.Getpid())}
 			m.mu.Lock()
 			m.cpu = append(m.cpu, cs)
 			m.mu.Unlock()
@@ -485,9 +501,9 @@ func (m *monitor) run(ctx context.Context) {
 
 func (m *monitor) wait() { m.wg.Wait() }
 
-// cores is the CPU used in [from, to), in cores: by sinkd, by this
-// process (load generator and fake upstream), and by everything else.
-func (m *monitor) cores(from, to time.Time) (sinkd, self, others float64) {
+// cores is the CPU used in [from, to), in cores: by sinkd and by this
+// process (load generator and fake upstream).
+func (m *monitor) cores(from, to time.Time) (sinkd, self float64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var a, b *cpuSample
@@ -500,11 +516,23 @@ func (m *monitor) cores(from, to time.Time) (sinkd, self, others float64) {
 		}
 	}
 	if a == nil || a == b {
-		return 0, 0, 0
+		return 0, 0
 	}
 	sec := b.t.Sub(a.t).Seconds() * 100 // USER_HZ
-	sinkd, self = float64(b.sinkd-a.sinkd)/sec, float64(b.self-a.self)/sec
-	return sinkd, self, float64(b.busy-a.busy)/sec - sinkd - self
+	return float64(b.sinkd-a.sinkd) / sec, float64(b.self-a.self) / sec
+}
+
+// loadavg is the machine's 1, 5 and 15 minute load averages.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // procTicks is utime+stime of a process, from /proc/PID/stat.
@@ -526,24 +554,6 @@ func procTicks(pid int) int64 {
 	u, _ := strconv.ParseInt(string(f[11]), 10, 64)
 	st, _ := strconv.ParseInt(string(f[12]), 10, 64)
 	return u + st
-}
-
-// busyTicks is the machine's non-idle CPU time, from /proc/stat.
-func busyTicks() int64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := bytes.Cut(b, []byte("\n"))
-	f := bytes.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
-	var busy int64
-	for i, x := range f[1:] {
-		v, _ := strconv.ParseInt(string(x), 10, 64)
-		if i != 3 && i != 4 && i < 8 { // not idle, not iowait, not guest
-			busy += v
-		}
-	}
-	return busy
 }
 
 // dropped is how many datagrams sinkd's socket dropped in [from, to).
