@@ -196,13 +196,15 @@ func OpenLog(cfg LogConfig, reg prometheus.Registerer, logger *slog.Logger) (*Lo
 	if torn != nil {
 		l.m.lost.WithLabelValues("torn").Add(float64(torn.lost))
 		w.put(torn)
+		w.flush()
 	}
+	closed := w.closedSegments() // before the writer owns w
 	go func() {
 		defer close(l.done)
 		defer unlock()
 		l.run()
 	}()
-	l.maint.start(w.closedSegments())
+	l.maint.start(closed)
 	return l, nil
 }
 
