@@ -698,6 +698,13 @@ func TestEvidenceRotationAndGzip(t *testing.T) {
 			if st, _ := os.Stat(s.path); st.Mode().Perm() != 0o640 {
 				t.Errorf("%s mode %v", s.name, st.Mode().Perm())
 			}
+			// The gzip header remembers the last record, for searches
+			// that skip segments by time.
+			last, ok := evSegLast(s)
+			scanned, err := evScanLast(s)
+			if !ok || err != nil || last != scanned || last.lastSeq != segs[i+1].first-1 {
+				t.Errorf("%s: header says %+v (%v), content %+v (%v)", s.name, last, ok, scanned, err)
+			}
 		}
 	}
 	if !days["20250314"] || !days["20250315"] {
