@@ -81,3 +81,21 @@ func appendPktSrc(oob []byte, src netip.Addr, v6socket bool) []byte {
 	binary.NativeEndian.PutUint32(oob[start+unix.CmsgLen(0)+16:], 0)
 	return oob
 }
+
+// setRecvBuffer asks for a receive buffer of size bytes, beyond
+// net.core.rmem_max where the process may (SO_RCVBUFFORCE needs
+// CAP_NET_ADMIN), so a burst of queries waits in the kernel instead of being
+// dropped while a reload or a GC takes the CPU for a moment.
+func setRecvBuffer(c *net.UDPConn, size int) {
+	rc, err := c.SyscallConn()
+	if err == nil {
+		var serr error
+		_ = rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
+		})
+		if serr == nil {
+			return
+		}
+	}
+	_ = c.SetReadBuffer(size) // capped by net.core.rmem_max
+}

@@ -17,3 +17,5 @@ func enablePktinfo(*net.UDPConn) error { return nil }
 func pktDst([]byte) (netip.Addr, bool) { return netip.Addr{}, false }
 
 func appendPktSrc(oob []byte, _ netip.Addr, _ bool) []byte { return oob }
+
+func setRecvBuffer(c *net.UDPConn, size int) { _ = c.SetReadBuffer(size) }

@@ -118,6 +118,7 @@ func (s *Server) Listen() error {
 				return fmt.Errorf("resolver: listen udp %s: packet info: %w", a, err)
 			}
 		}
+		setRecvBuffer(uc, udpRecvBuffer)
 		s.udp = append(s.udp, uc)
 		// The same port for TCP (port 0 means: the one UDP got).
 		tap := netip.AddrPortFrom(ap.Addr(), uc.LocalAddr().(*net.UDPAddr).AddrPort().Port())
@@ -197,6 +198,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.cancel()
 	return nil
 }
+
+// udpRecvBuffer is the UDP socket receive buffer we ask for: about 10 ms
+// of queries at 100k/s plus headroom, so bursts wait instead of being dropped.
+const udpRecvBuffer = 4 << 20
 
 // udpBatch is how many datagrams one recvmmsg/sendmmsg call moves.
 const udpBatch = 16

@@ -12,7 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -524,8 +524,9 @@ func (w *Watcher) reload(ctx context.Context, full bool, d *dirty) (Reload, erro
 		// both versions and the parser's buffers were live would let the
 		// heap stay near that peak until the next cycle; the next reload
 		// would then start from there. One cycle per changed reload keeps
-		// the heap at the new live size.
-		runtime.GC()
+		// the heap at the new live size, and the freed pages go back to the
+		// OS (RSS follows the live size, not the reload's peak).
+		debug.FreeOSMemory()
 	}
 	return r, nil
 }
