@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,7 +294,11 @@ func (l *Log) Dir() string { return l.cfg.Dir }
 // Between polls a hit is only a buffered channel send: no goroutine wakes
 // up, so a flood of hits costs the query path no scheduler work, and the
 // writer issues at most one write(2) per poll.
-const evPoll = 5 * time.Millisecond
+const evPoll = 2 * time.Millisecond
+
+// evYieldEvery is how many records the writer encodes before it lets other
+// goroutines (the DNS server's) run: its bursts stay short.
+const evYieldEvery = 32
 
 // run is the writer goroutine. Idle, it waits on the queue; the first hit
 // starts polling, which lasts until a poll finds nothing.
@@ -346,6 +351,9 @@ func (l *Log) drain(all bool) int {
 			w.hit(h)
 			if len(w.buf) >= evFlushSize {
 				w.flush()
+			}
+			if n%evYieldEvery == 0 {
+				runtime.Gosched()
 			}
 			continue
 		default:
