@@ -200,6 +200,7 @@ func OpenLog(cfg LogConfig, reg prometheus.Registerer, logger *slog.Logger) (*Lo
 		w.flush()
 	}
 	closed := w.closedSegments() // before the writer owns w
+	logger.Info("evidence log open", "dir", cfg.Dir, "last_seq", w.chain.seq, "chain", evChainName(cfg.HMACKey))
 	go func() {
 		defer close(l.done)
 		defer unlock()
