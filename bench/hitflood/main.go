@@ -42,6 +42,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	clients := fs.Int("clients", 8, "concurrent closed-loop UDP clients")
 	duration := fs.Duration("duration", 5*time.Second, "length of one round")
 	rounds := fs.Int("rounds", 3, "rounds per mode (modes alternate)")
+	segment := fs.Int64("segment", sinkhole.DefaultSegmentSize, "evidence segment size in bytes (huge: no gzip during the run)")
 	rate := fs.Float64("rate", 0, "total queries per second, spread over the clients (0: each client asks as fast as answers come)")
 	dir := fs.String("dir", "", "evidence directory (default: a temporary one, removed after)")
 	if err := fs.Parse(args); err != nil {
@@ -64,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	modes := []string{"none", "discard", "evidence"}
 	for r := 0; r < *rounds; r++ {
 		for _, mode := range modes {
-			res, err := flood(mode, filepath(*dir, r), *clients, *duration, *rate)
+			res, err := flood(mode, filepath(*dir, r), *clients, *duration, *rate, *segment)
 			if err != nil {
 				fmt.Fprintln(stderr, "hitflood:", err)
 				return 1
@@ -127,7 +128,7 @@ func (noUpstream) Exchange(context.Context, *dns.Msg) (*dns.Msg, error) {
 }
 func (noUpstream) Ready() bool { return true }
 
-func flood(mode, dir string, clients int, d time.Duration, rate float64) (round, error) {
+func flood(mode, dir string, clients int, d time.Duration, rate float64, segment int64) (round, error) {
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
 	cfg := resolver.DefaultConfig()
@@ -140,6 +141,7 @@ func flood(mode, dir string, clients int, d time.Duration, rate float64) (round,
 	if mode == "evidence" {
 		ecfg := sinkhole.DefaultLogConfig()
 		ecfg.Dir, ecfg.Instance = dir, "hitflood"
+		ecfg.SegmentSize = segment
 		var err error
 		if ev, err = sinkhole.OpenLog(ecfg, reg, log); err != nil {
 			return round{}, err
