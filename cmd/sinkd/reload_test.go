@@ -346,3 +346,73 @@ func TestReloadForced(t *testing.T) {
 		t.Errorf("no summary log line of a full reload:\n%s", in.log())
 	}
 }
+
+// TestReloadRecordedInEvidence: every reload after start-up is a `reload`
+// record in the hash chain, naming the list versions that came and went.
+func TestReloadRecordedInEvidence(t *testing.T) {
+	t.Parallel()
+	in := startReloadSinkd(t, map[string]string{"keep.txt": "keep.example\n"})
+	dropList(t, in.zonesDir, "list.txt", "one.example\n")
+	in.waitResolve(t, true, "one.example")
+	if err := os.Remove(filepath.Join(in.zonesDir, "list.txt")); err != nil {
+		t.Fatal(err)
+	}
+	in.waitResolve(t, false, "one.example")
+	if err := in.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-in.exited
+
+	hitsDir := filepath.Join(in.dir, "hits")
+	out, stderr, code := sinkdCmd(t, "hits", "-dir", hitsDir, "-type", "all", "-format", "json")
+	if code != 0 {
+		t.Fatalf("sinkd hits: exit %d: %s", code, stderr)
+	}
+	type change struct {
+		List      string `json:"list"`
+		OldSHA256 string `json:"old_sha256"`
+		NewSHA256 string `json:"new_sha256"`
+		Added     int    `json:"added"`
+		Removed   int    `json:"removed"`
+	}
+	type source struct {
+		List   string `json:"list"`
+		Status string `json:"status"`
+	}
+	var types []string
+	var reloads [][]change
+	var sources [][]source
+	for line := range strings.Lines(out) {
+		var r struct {
+			Type    string   `json:"type"`
+			Changed []change `json:"changed"`
+			Sources []source `json:"sources"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Type != "hit" { // waitResolve's queries for listed names are hits
+			types = append(types, r.Type)
+		}
+		if r.Type == "reload" {
+			reloads = append(reloads, r.Changed)
+			sources = append(sources, r.Sources)
+		}
+	}
+	if want := []string{"start", "reload", "reload", "stop"}; !slices.Equal(types, want) {
+		t.Fatalf("record types = %v, want %v", types, want)
+	}
+	added, removed := reloads[0], reloads[1]
+	if len(added) != 1 || added[0].List != "list.txt" || added[0].OldSHA256 != "" || len(added[0].NewSHA256) != 64 || added[0].Added != 1 {
+		t.Errorf("first reload changed = %+v, want list.txt added with its sha256", added)
+	}
+	if len(removed) != 1 || removed[0].OldSHA256 != added[0].NewSHA256 || removed[0].NewSHA256 != "" || removed[0].Removed != 1 {
+		t.Errorf("second reload changed = %+v, want list.txt removed", removed)
+	}
+	if len(sources[0]) != 2 || len(sources[1]) != 1 || sources[1][0].List != "keep.txt" {
+		t.Errorf("reload sources = %+v, want keep.txt+list.txt, then keep.txt", sources)
+	}
+	if out, _, code := sinkdCmd(t, "verify", "-dir", hitsDir); code != 0 || !strings.HasPrefix(out, "ok: ") {
+		t.Errorf("verify: exit %d: %s", code, out)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -102,8 +103,19 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 		return fmt.Errorf("serve: %w", err)
 	}
 	a.srv = srv
+	// Every policy after the first is a reload record in the evidence chain,
+	// written once the policy is in force; the first is the start record's.
+	var startRecorded atomic.Bool
+	apply := func(p *sinkhole.Policy, r zones.Reload) {
+		srv.SetPolicy(p)
+		if startRecorded.Load() {
+			if err := ev.RecordReload(evidenceSources(r.Results), evidenceChanges(r.Changes)); err != nil {
+				log.Error("evidence log: reload record", "err", err)
+			}
+		}
+	}
 	zw, err := zones.NewWatcher(zones.WatchConfig{Dir: cfg.zonesDir, Debounce: cfg.zonesDebounce}, cfg.settings,
-		func(p *sinkhole.Policy, _ zones.Reload) { srv.SetPolicy(p) }, reg, log.With("component", "zones"))
+		apply, reg, log.With("component", "zones"))
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -117,6 +129,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 	if err := ev.RecordStart(evidenceSources(rl.Results)); err != nil {
 		log.Error("evidence log: start record", "err", err)
 	}
+	startRecorded.Store(true)
 	if err := srv.Listen(); err != nil {
 		return err
 	}
@@ -207,6 +220,20 @@ func evidenceSources(results []zones.Result) []sinkhole.ReloadSource {
 	for _, r := range results {
 		out = append(out, sinkhole.ReloadSource{List: r.Source.Name, SHA256: r.Source.SHA256, Status: r.Status,
 			Rules: r.Source.Rules.Total()})
+	}
+	return out
+}
+
+// evidenceChanges maps a reload's changes to the reload record's changed[]:
+// lists whose version in force changed (a kept-last-good list did not).
+func evidenceChanges(changes []zones.Change) []sinkhole.ReloadChange {
+	out := make([]sinkhole.ReloadChange, 0, len(changes))
+	for _, c := range changes {
+		if c.OldSHA256 == c.NewSHA256 {
+			continue
+		}
+		out = append(out, sinkhole.ReloadChange{List: c.List, OldSHA256: c.OldSHA256, NewSHA256: c.NewSHA256,
+			Added: c.Added, Removed: c.Removed})
 	}
 	return out
 }
