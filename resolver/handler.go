@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 
@@ -187,35 +188,48 @@ func (s *Server) block(out []byte, r *request, pol *sinkhole.Policy, v *sinkhole
 	return out
 }
 
-// record hands a hit to the recorder. It runs only on hits, so it may
-// allocate.
+// record hands a hit to the recorder. It runs only on hits; the hit's
+// variable parts (names, rule, reply) share one allocation.
 func (s *Server) record(r *request, v *sinkhole.Verdict, reply []byte, e *entry, now time.Time) {
 	s.m.policyHit(v.Trigger, v.Action)
 	if s.rec == nil {
 		return
 	}
+	qname := r.q.presName()
+	var scratch [512]byte
+	b := append(scratch[:0], qname...)
+	nq := len(b)
+	switch {
+	case v.Trigger == sinkhole.TriggerIP || v.Trigger == sinkhole.TriggerClient:
+		b = v.Addr.AppendTo(b)
+	case v.Name != nil && v.Trigger != sinkhole.TriggerQName:
+		b = append(b, v.Name...)
+	}
+	nm := len(b)
+	b = v.AppendRule(b)
+	nr := len(b)
+	b = append(b, reply...)
+	// One allocation; never written again, so the strings may alias it.
+	buf := bytes.Clone(b)
+	str := unsafe.String(unsafe.SliceData(buf), nr)
 	h := &sinkhole.Hit{
 		Time:    now,
 		Client:  r.client,
 		Proto:   r.proto.String(),
-		QName:   string(r.q.presName()),
+		QName:   str[:nq],
+		Match:   str[nq:nm],
 		QType:   r.q.qtype,
 		Trigger: v.Trigger,
-		Rule:    v.Rule(),
+		Rule:    str[nm:nr],
 		Note:    v.Note(),
 		List:    v.Source,
 		Action:  v.Action,
 	}
-	switch {
-	case v.Trigger == sinkhole.TriggerIP || v.Trigger == sinkhole.TriggerClient:
-		h.Match = v.Addr.String()
-	case v.Name != nil:
-		h.Match = string(v.Name)
-	default:
+	if nm == nq { // the qname itself matched
 		h.Match = h.QName
 	}
 	if len(reply) >= headerLen {
-		h.Answer = bytes.Clone(reply)
+		h.Answer = buf[nr:len(buf):len(buf)]
 		h.Rcode = int(reply[3] & 0xF)
 	}
 	if e != nil && v.Blocks() {

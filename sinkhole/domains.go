@@ -164,17 +164,17 @@ func (d *domainSet) note(off uint32) string {
 }
 
 // render writes the rule at off in its list's syntax.
-func (d *domainSet) render(off uint32) string {
-	name := string(d.nameBytes(off))
+func (d *domainSet) appendRule(dst []byte, off uint32) []byte {
+	name := d.nameBytes(off)
 	switch Syntax(d.flags(off) & flagSyntax) {
 	case SyntaxWildcard:
-		return "*." + name
+		return append(append(dst, "*."...), name...)
 	case SyntaxAdblock:
-		return "||" + name + "^"
+		return append(append(append(dst, "||"...), name...), '^')
 	case SyntaxAdblockImportant:
-		return "||" + name + "^$important"
+		return append(append(append(dst, "||"...), name...), "^$important"...)
 	}
-	return name
+	return append(dst, name...)
 }
 
 // pendingDomains collects domain rules for buildDomains: records as in

@@ -36,14 +36,18 @@ func (v *Verdict) prefix() netip.Prefix {
 // "evil.example", "*.evil.example", "||evil.example^",
 // "||evil.example^$important", "203.0.113.7" or "203.0.113.0/24". It is ""
 // for the zero Verdict.
-func (v *Verdict) Rule() string {
+func (v *Verdict) Rule() string { return string(v.AppendRule(nil)) }
+
+// AppendRule appends what Rule returns to dst, without allocating when dst
+// has room.
+func (v *Verdict) AppendRule(dst []byte) []byte {
 	switch {
 	case v.rules == nil:
-		return ""
+		return dst
 	case v.isAddr():
-		return renderPrefix(v.prefix())
+		return appendPrefix(dst, v.prefix())
 	}
-	return v.rules.dom.render(uint32(v.idx))
+	return v.rules.dom.appendRule(dst, uint32(v.idx))
 }
 
 // Note is the matched rule's inline comment, if any.

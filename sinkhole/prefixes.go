@@ -290,11 +290,14 @@ func prefixAction(flags uint8, def Action) Action {
 }
 
 // renderPrefix writes an address rule as an address and a CIDR as a prefix.
-func renderPrefix(p netip.Prefix) string {
+func renderPrefix(p netip.Prefix) string { return string(appendPrefix(nil, p)) }
+
+// appendPrefix appends what renderPrefix returns.
+func appendPrefix(dst []byte, p netip.Prefix) []byte {
 	if p.IsSingleIP() {
-		return p.Addr().String()
+		return p.Addr().AppendTo(dst)
 	}
-	return p.String()
+	return p.AppendTo(dst)
 }
 
 // canonPrefix masks p and turns an IPv4-mapped IPv6 prefix into IPv4, as
