@@ -32,6 +32,9 @@ const (
 	// prefetchHits is how often an entry must have been asked before it is
 	// refreshed ahead of expiry.
 	prefetchHits = 2
+	// maxEntrySize leaves room for our OPT (with an EDE) and the TCP length
+	// prefix within 65535 bytes.
+	maxEntrySize = 65535 - 2 - optHeaderLen - 6 - 64
 	// keyFlagDO and keyFlagCD are the flag byte at the end of a cache key.
 	keyFlagDO = 1
 	keyFlagCD = 2
@@ -52,6 +55,7 @@ type entry struct {
 
 	hits        atomic.Uint32
 	prefetching atomic.Bool
+	failedAt    atomic.Int64 // unix ns of the last upstream failure while stale, 0 if none
 }
 
 // fresh reports whether e may be served as is at now.
@@ -126,9 +130,10 @@ func (c *cache) clampTTL(ttl uint32) uint32 {
 	return max(min(ttl, uint32(c.cfg.MaxTTL/time.Second)), uint32(c.cfg.MinTTL/time.Second))
 }
 
-// newEntry builds a cache entry from an upstream reply. It returns nil when
-// the reply must not be cached (errors other than SERVFAIL, or a message that
-// does not pack). m is modified.
+// newEntry builds an entry from an upstream reply; one with ttl 0 (a TTL-0
+// answer) is answered from but not cached. It returns nil when the reply
+// cannot be used (rcodes other than NOERROR, NXDOMAIN, SERVFAIL; a message
+// that does not pack or is too large). m is modified.
 func (c *cache) newEntry(key []byte, m *dns.Msg, now time.Time) *entry {
 	// Our OPT is added per client; the upstream's is not kept.
 	extra := m.Extra[:0]
@@ -160,13 +165,10 @@ func (c *cache) newEntry(key []byte, m *dns.Msg, now time.Time) *entry {
 	default:
 		return nil
 	}
-	if ttl == 0 {
-		return nil
-	}
 	m.Id = 0
 	m.Compress = true
 	msg, err := m.Pack()
-	if err != nil {
+	if err != nil || len(msg) > maxEntrySize {
 		return nil
 	}
 	e := &entry{

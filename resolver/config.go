@@ -175,6 +175,15 @@ func (r *rateLimiter) allow(a netip.Addr, now time.Time) bool {
 					delete(s.m, k)
 				}
 			}
+			// Still full (a flood of fresh source addresses): forget half,
+			// in map order, so the next sweep is far away and the cost per
+			// query stays constant.
+			for k := range s.m {
+				if len(s.m) < maxTracked/2 {
+					break
+				}
+				delete(s.m, k)
+			}
 		}
 		w = &rlWindow{sec: sec}
 		s.m[a] = w

@@ -113,6 +113,9 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 			binary.BigEndian.PutUint16(out[start+10:], 1)
 			out = appendOPT(out, 0, q.do, -1, "")
 		}
+		if qv.Hit() && !qv.Allowed { // a log rule: answered normally, still recorded
+			s.record(r, &qv, out[start:], nil, now)
+		}
 		return s.reply(out, start, q, p, now)
 	}
 
@@ -120,7 +123,15 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 	// addresses are checked on every use, so a reload needs no flush.
 	r.keyLen = len(appendKey(r.key[:0], q))
 	key := r.key[:r.keyLen]
-	if e := s.cache.get(key); e != nil && e.fresh(now) {
+	e := s.cache.get(key)
+	if e != nil && !e.fresh(now) && s.recentlyFailed(e, now) {
+		// RFC 8767's failure recheck: upstream failed for this name moments
+		// ago; answer stale at once instead of waiting out another timeout.
+		s.m.stale.Inc()
+		out = s.answer(out, r, pol, &qv, e, now, true)
+		return s.reply(out, start, q, p, now)
+	}
+	if e != nil && e.fresh(now) {
 		if !slow {
 			s.m.hits.Inc()
 			e.hits.Add(1)
@@ -140,6 +151,7 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 	e, err := s.resolve(ctx, key, q)
 	if err != nil {
 		if st := s.cache.get(key); st != nil && s.cfg.Cache.ServeStale && now.Sub(st.expires) < staleWindow {
+			st.failedAt.Store(now.UnixNano())
 			s.m.stale.Inc()
 			out = s.answer(out, r, pol, &qv, st, now, true)
 			return s.reply(out, start, q, p, now)
@@ -147,10 +159,26 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 		// Remember the failure briefly so a dead upstream is not asked again
 		// for every retry of every client.
 		s.cache.addServFail(key, q, now)
-		return s.reply(q.appendError(out, rcodeServFail, true), start, q, p, now)
+		out = q.appendError(out, rcodeServFail, true)
+		if qv.Hit() && !qv.Allowed {
+			s.record(r, &qv, out[start:], nil, now)
+		}
+		return s.reply(out, start, q, p, now)
 	}
 	out = s.answer(out, r, pol, &qv, e, now, false)
 	return s.reply(out, start, q, p, now)
+}
+
+// staleRecheck is how long after an upstream failure a stale entry is
+// served without asking upstream again (RFC 8767 section 5 suggests 30 s).
+const staleRecheck = 30 * time.Second
+
+// recentlyFailed reports whether e may be served stale without asking
+// upstream: stale answers are on, e is within the stale window, and
+// upstream failed for it less than staleRecheck ago.
+func (s *Server) recentlyFailed(e *entry, now time.Time) bool {
+	f := e.failedAt.Load()
+	return s.cfg.Cache.ServeStale && f != 0 && now.Sub(e.expires) < staleWindow && now.UnixNano()-f < int64(staleRecheck)
 }
 
 // answer writes the reply from a cache entry, unless the answer's CNAME
@@ -271,8 +299,9 @@ func (s *Server) resolve(ctx context.Context, key []byte, q *query) (*entry, err
 	return v.(*entry), nil
 }
 
-// errUncacheable means upstream answered with an rcode we pass on but do not
-// cache (REFUSED, NOTIMP, FORMERR): treated like a failure.
+// errUncacheable means the upstream reply cannot be used (an rcode other
+// than NOERROR, NXDOMAIN or SERVFAIL, or a message too large to serve):
+// treated like a failure.
 var errUncacheable = errors.New("resolver: upstream answer not cacheable")
 
 // exchange asks upstream and stores the answer.
@@ -294,7 +323,9 @@ func (s *Server) exchange(ctx context.Context, key, qname []byte, qtype uint16, 
 	if e == nil {
 		return nil, errUncacheable
 	}
-	s.cache.add(e)
+	if e.ttl > 0 {
+		s.cache.add(e)
+	}
 	return e, nil
 }
 

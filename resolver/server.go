@@ -46,12 +46,13 @@ type Server struct {
 	mu        sync.Mutex
 	udp       []*net.UDPConn
 	tcp       []*net.TCPListener
-	conns     map[net.Conn]struct{}
+	conns     map[*net.TCPConn]struct{}
 	base      context.Context // slow-path work; cancelled when draining ends
 	cancel    context.CancelFunc
 	inflight  sync.WaitGroup // slow-path goroutines
 	loops     sync.WaitGroup // socket loops
 	tcpActive atomic.Int64
+	slow      atomic.Int64 // queries waiting on upstream
 }
 
 // Option adjusts a Server (tests inject a clock).
@@ -71,7 +72,7 @@ func New(cfg Config, up Upstream, rec sinkhole.Recorder, reg prometheus.Register
 		return nil, fmt.Errorf("resolver: cache: %w", err)
 	}
 	s := &Server{cfg: cfg, log: log.With("component", "resolver"), up: up, rec: rec, cache: c, now: time.Now,
-		conns: make(map[net.Conn]struct{})}
+		conns: make(map[*net.TCPConn]struct{})}
 	if cfg.Access.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.Access.RateLimit)
 	}
@@ -180,7 +181,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	s.closeLocked()
 	for c := range s.conns {
-		_ = c.SetReadDeadline(time.Now()) // stop reading; answers in flight still go out
+		_ = c.CloseRead() // stop reading for good; answers in flight still go out
 	}
 	s.mu.Unlock()
 
@@ -193,11 +194,36 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-t.C:
 		s.log.Warn("drain timeout: queries still in flight are abandoned", "timeout", s.cfg.DrainTimeout)
 		s.cancel()
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.Close() // a client that does not read its answers
+		}
+		s.mu.Unlock()
 		<-done
 	}
 	s.cancel()
 	return nil
 }
+
+// maxSlow bounds the queries waiting on upstream at once; beyond it a miss
+// gets SERVFAIL at once, so a random-subdomain flood costs no goroutines.
+// tcpPipeline bounds one TCP connection's queries in flight.
+const (
+	maxSlow     = 10000
+	tcpPipeline = 64
+)
+
+// acquireSlow takes a slot for a query that waits on upstream.
+func (s *Server) acquireSlow() bool {
+	if s.slow.Add(1) > maxSlow {
+		s.slow.Add(-1)
+		s.m.overload.Inc()
+		return false
+	}
+	return true
+}
+
+func (s *Server) releaseSlow() { s.slow.Add(-1) }
 
 // udpRecvBuffer is the UDP socket receive buffer we ask for: about 10 ms
 // of queries at 100k/s plus headroom, so bursts wait instead of being dropped.
@@ -273,11 +299,22 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 				}
 				wms = append(wms, w)
 			case statusSlow:
+				if !s.acquireSlow() {
+					k := len(wms)
+					wbuf[k][0] = r.q.appendError(outs[i][:0], rcodeServFail, true)
+					w := ipv4.Message{Buffers: wbuf[k][:], Addr: ua}
+					if src.IsValid() {
+						w.OOB = appendPktSrc(oobs[k][:0], src, v6)
+					}
+					wms = append(wms, w)
+					continue
+				}
 				msg := append([]byte(nil), msg...)
 				admitted := r.admitted
 				s.inflight.Add(1)
 				go func() {
 					defer s.inflight.Done()
+					defer s.releaseSlow()
 					var r request
 					reply, st := s.handle(s.base, nil, msg, from, protoUDP, true, admitted, &r)
 					if st == statusReply {
@@ -361,9 +398,10 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		defer wmu.Unlock()
 		_ = c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
 		if _, err := c.Write(reply); err != nil {
-			_ = c.SetReadDeadline(time.Now()) // a client that does not read is closed
+			_ = c.CloseRead() // a client that does not read its answers is closed
 		}
 	}
+	pending := make(chan struct{}, tcpPipeline)
 	var lenBuf [2]byte
 	buf := make([]byte, 512)
 	out := make([]byte, 2, 4096)
@@ -387,13 +425,21 @@ func (s *Server) serveConn(c *net.TCPConn) {
 			write(reply)
 			out = reply[:2]
 		case statusSlow:
+			if !s.acquireSlow() {
+				reply = r.q.appendError(out[:2], rcodeServFail, true)
+				binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
+				write(reply)
+				continue
+			}
 			msg := append([]byte(nil), buf[:n]...)
 			admitted := r.admitted
+			pending <- struct{}{} // at most tcpPipeline per connection: the reader waits
 			conns.Add(1)
 			s.inflight.Add(1)
 			go func() {
 				defer s.inflight.Done()
 				defer conns.Done()
+				defer func() { <-pending; s.releaseSlow() }()
 				var r request
 				reply, st := s.handle(s.base, make([]byte, 2, 512), msg, from, protoTCP, true, admitted, &r)
 				if st == statusReply {

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/sinkd/sinkd/sinkhole"
 )
 
 // startUpstream runs a fake upstream DNS server on 127.0.0.1 (UDP).
@@ -74,6 +76,12 @@ type testServer struct {
 // startServer runs a Server on 127.0.0.1 with an ephemeral port.
 func startServer(t *testing.T, up Upstream, mod func(*Config)) *testServer {
 	t.Helper()
+	return startServerWith(t, up, nil, mod)
+}
+
+// startServerWith is startServer with a hit recorder.
+func startServerWith(t *testing.T, up Upstream, rec sinkhole.Recorder, mod func(*Config)) *testServer {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = []string{"127.0.0.1:0"}
 	cfg.QueryTimeout = 500 * time.Millisecond
@@ -82,7 +90,7 @@ func startServer(t *testing.T, up Upstream, mod func(*Config)) *testServer {
 	}
 	reg := prometheus.NewRegistry()
 	clk := newClock()
-	s, err := New(cfg, up, nil, reg, slog.New(slog.NewTextHandler(io.Discard, nil)), WithClock(clk.now))
+	s, err := New(cfg, up, rec, reg, slog.New(slog.NewTextHandler(io.Discard, nil)), WithClock(clk.now))
 	if err != nil {
 		t.Fatal(err)
 	}

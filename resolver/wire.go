@@ -91,6 +91,10 @@ type query struct {
 
 // parseHeader reads the 12-byte header.
 func (q *query) parseHeader(m []byte) error {
+	// The query struct is reused per reader: nothing of the previous
+	// message may survive into this one's reply.
+	q.question, q.qname, q.qtype, q.qclass = nil, nil, 0, 0
+	q.edns, q.do, q.badOPT, q.udpSize, q.ednsVer, q.presLenSet = false, false, false, 0, 0, false
 	if len(m) < headerLen {
 		return errShort
 	}
