@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sinkd/sinkd/feeds"
 	"github.com/sinkd/sinkd/resolver"
 	"github.com/sinkd/sinkd/resolver/upstream"
 	"github.com/sinkd/sinkd/sinkhole"
@@ -69,6 +70,84 @@ type fileConfig struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
+	Feeds []feedConfig `yaml:"feeds"`
+}
+
+// feedConfig is one entry of feeds:.
+type feedConfig struct {
+	Name      string            `yaml:"name"`
+	URL       string            `yaml:"url"`
+	Format    string            `yaml:"format"`
+	Column    string            `yaml:"column"`
+	Interval  duration          `yaml:"interval"`
+	Action    string            `yaml:"action"`
+	Category  string            `yaml:"category"`
+	Headers   map[string]string `yaml:"headers"`
+	MaxSize   size              `yaml:"max_size"`
+	MaxShrink *percent          `yaml:"max_shrink"`
+}
+
+// percent is a YAML fraction: "50%", or a number (0.5; above 1 read as
+// percent).
+type percent float64
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (p *percent) UnmarshalYAML(n *yaml.Node) error {
+	s := strings.TrimSpace(n.Value)
+	pct := strings.HasSuffix(s, "%")
+	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if err != nil || v < 0 || (pct && v > 100) {
+		return fmt.Errorf("line %d: invalid percentage %q (want e.g. 50%%)", n.Line, n.Value)
+	}
+	if pct || v > 1 {
+		v /= 100
+	}
+	*p = percent(v)
+	return nil
+}
+
+var envRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// buildFeeds turns feeds: into validated feeds.Feed values; ${ENV_VAR} in
+// header values is expanded (a variable that is not set is an error).
+func buildFeeds(in []feedConfig) ([]feeds.Feed, error) {
+	out := make([]feeds.Feed, 0, len(in))
+	seen := map[string]bool{}
+	for i, fc := range in {
+		f := feeds.Feed{Name: fc.Name, URL: fc.URL, Format: fc.Format, Column: fc.Column,
+			Interval: time.Duration(fc.Interval), Action: fc.Action, Category: fc.Category,
+			MaxSize: int64(fc.MaxSize), MaxShrink: feeds.DefaultMaxShrink}
+		if fc.MaxShrink != nil {
+			f.MaxShrink = float64(*fc.MaxShrink)
+		}
+		if len(fc.Headers) > 0 {
+			f.Headers = make(map[string]string, len(fc.Headers))
+		}
+		for k, v := range fc.Headers {
+			var missing []string
+			f.Headers[k] = envRe.ReplaceAllStringFunc(v, func(m string) string {
+				name := envRe.FindStringSubmatch(m)[1]
+				val, ok := os.LookupEnv(name)
+				if !ok {
+					missing = append(missing, name)
+				}
+				return val
+			})
+			if len(missing) > 0 {
+				return nil, fmt.Errorf("%w: feeds[%d] %q: header %s: environment variable %s is not set",
+					errConfig, i, fc.Name, k, strings.Join(missing, ", "))
+			}
+		}
+		if err := f.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: feeds[%d]: %w", errConfig, i, err)
+		}
+		if seen[f.Name] {
+			return nil, fmt.Errorf("%w: feeds[%d]: name %q used twice", errConfig, i, f.Name)
+		}
+		seen[f.Name] = true
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // duration is a YAML duration: Go syntax ("1.5s", "10m"), plus "d" for days
@@ -154,6 +233,9 @@ type config struct {
 
 	// evidence configures the hit log (Version is set by serve).
 	evidence sinkhole.LogConfig
+
+	// feeds are the subscriptions written into zones.dir/feeds/.
+	feeds []feeds.Feed
 
 	// zonesDebounce is the quiet period after a change in zones.dir
 	// before the lists reload.
@@ -278,6 +360,11 @@ func buildConfig(f fileConfig, resolvConf string) (*config, error) {
 	if c.instance == "" {
 		c.instance, _ = os.Hostname()
 	}
+	fds, err := buildFeeds(f.Feeds)
+	if err != nil {
+		return nil, err
+	}
+	c.feeds = fds
 	c.evidence = sinkhole.LogConfig{Dir: f.Evidence.Dir, Instance: c.instance,
 		FsyncInterval: time.Duration(f.Evidence.FsyncInterval), SegmentSize: int64(f.Evidence.SegmentSize),
 		Retention: time.Duration(f.Evidence.Retention), Queue: f.Evidence.Queue, DHCPLeases: f.Evidence.DHCPLeases}

@@ -1,7 +1,7 @@
 // Command sinkd is a DNS sinkhole resolver: it forwards and caches queries,
 // and answers names, CNAME targets and addresses on malicious lists with a
 // sinkhole address. Subcommands: serve (default), check, hits, verify,
-// version.
+// feeds, version.
 package main
 
 import (
@@ -54,6 +54,7 @@ commands:
   check    lint list files, or explain why a name or address is listed
   hits     search the evidence log (hit records): by client, name, list, time
   verify   check the evidence log's hash chain
+  feeds    fetch subscribed threat feeds now (update) or show their state (list)
   version  print version, commit and Go version
 
 Run 'sinkd COMMAND -h' for a command's flags.
@@ -73,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runHits(ctx, args, stdout, stderr)
 	case "verify":
 		return runVerify(ctx, args, stdout, stderr)
+	case "feeds":
+		return runFeeds(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "sinkd %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil

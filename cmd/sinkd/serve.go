@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/sinkd/sinkd/feeds"
 	"github.com/sinkd/sinkd/resolver"
 	"github.com/sinkd/sinkd/resolver/upstream"
 	"github.com/sinkd/sinkd/sinkhole"
@@ -140,6 +141,16 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 	if pool != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); pool.Run(ctx) }()
+	}
+	if len(cfg.feeds) > 0 {
+		// Feeds reach the policy only as files in zones.dir/feeds/: the
+		// watcher above picks up each one the updater writes.
+		fu, err := feeds.New(feeds.Config{ZonesDir: cfg.zonesDir, Feeds: cfg.feeds}, reg, log.With("component", "feeds"))
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); fu.Run(ctx) }()
 	}
 	wg.Add(1)
 	go func() {
