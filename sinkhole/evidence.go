@@ -394,6 +394,12 @@ func (l *Log) queueGap() {
 	from := l.lostFrom.Swap(0)
 	until := l.lostUntil.Swap(0)
 	l.lost.Add(-n)
+	// RecordHit may have counted a loss whose times it had not stored yet:
+	// never state a time that was not observed as the epoch.
+	now := l.cfg.Now().UnixNano()
+	if until == 0 {
+		until = now
+	}
 	if from == 0 {
 		from = until
 	}

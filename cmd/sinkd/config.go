@@ -277,17 +277,26 @@ var errConfig = errors.New("config")
 // loadConfig reads path (empty: defaults only) and validates the result.
 // resolvConf is where default upstreams come from.
 func loadConfig(path, resolvConf string) (*config, error) {
+	f, err := readConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return buildConfig(f, resolvConf)
+}
+
+// readConfigFile decodes path over the defaults (empty path: defaults).
+func readConfigFile(path string) (fileConfig, error) {
 	f := defaultFile()
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errConfig, err)
+			return f, fmt.Errorf("%w: %w", errConfig, err)
 		}
 		if err := decodeStrict(b, &f); err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", errConfig, path, err)
+			return f, fmt.Errorf("%w: %s: %w", errConfig, path, err)
 		}
 	}
-	return buildConfig(f, resolvConf)
+	return f, nil
 }
 
 // decodeStrict decodes YAML into f, rejecting unknown keys (the error names

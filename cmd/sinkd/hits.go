@@ -71,12 +71,15 @@ func runHits(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := q.Validate(); err != nil {
 		return usage("%v", err)
 	}
-	d, _, err := evidenceLocation(*cfgPath, *dir, "")
+	d, _, err := evidenceLocation(*cfgPath, *dir, "", false)
 	if err != nil {
 		return err
 	}
 
 	if *summary {
+		if *format != sinkhole.FormatTable && *format != sinkhole.FormatJSON {
+			return usage("-summary prints table or json, not %q", *format)
+		}
 		s := sinkhole.NewSummary()
 		if err := sinkhole.SearchLog(ctx, d, q, func(line []byte) error { s.Add(line); return nil }); err != nil {
 			return err

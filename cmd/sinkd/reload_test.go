@@ -416,3 +416,27 @@ func TestReloadRecordedInEvidence(t *testing.T) {
 		t.Errorf("verify: exit %d: %s", code, out)
 	}
 }
+
+// TestHitsNeedsNoKey: an analyst can search a log without the HMAC key
+// (verify needs it), and -summary refuses formats it cannot print.
+func TestHitsNeedsNoKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sinkd.yaml")
+	yaml := "evidence:\n  dir: " + filepath.Join(dir, "hits") + "\n  hmac_key_file: " + filepath.Join(dir, "no-such-key") + "\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "hits"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := sinkdCmd(t, "hits", "-config", cfg); code != 0 {
+		t.Errorf("hits without the key file: exit %d: %s", code, stderr)
+	}
+	if _, _, code := sinkdCmd(t, "verify", "-config", cfg); code == 0 {
+		t.Error("verify without the key file: exit 0")
+	}
+	if _, _, code := sinkdCmd(t, "hits", "-config", cfg, "-summary", "-format", "csv"); code != 2 {
+		t.Errorf("hits -summary -format csv: exit %d, want 2", code)
+	}
+}

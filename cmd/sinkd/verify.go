@@ -27,7 +27,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "sinkd verify: unexpected argument %q\n", fs.Arg(0))
 		return errUsage
 	}
-	d, key, err := evidenceLocation(*cfgPath, *dir, *keyPath)
+	d, key, err := evidenceLocation(*cfgPath, *dir, *keyPath, true)
 	if err != nil {
 		return err
 	}
@@ -49,8 +49,17 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // evidenceLocation resolves -config, -dir and -key of verify and hits: the
 // flags win over evidence.dir and evidence.hmac_key_file.
-func evidenceLocation(cfgPath, dir, keyPath string) (string, []byte, error) {
-	cfg, err := loadConfig(cfgPath, "")
+func evidenceLocation(cfgPath, dir, keyPath string, needKey bool) (string, []byte, error) {
+	f, err := readConfigFile(cfgPath)
+	if err != nil {
+		return "", nil, err
+	}
+	if !needKey {
+		// Searching needs no key: an analyst without access to it can still
+		// read the log.
+		f.Evidence.HMACKeyFile = ""
+	}
+	cfg, err := buildConfig(f, "")
 	if err != nil {
 		return "", nil, err
 	}
