@@ -289,10 +289,7 @@ func prefixAction(flags uint8, def Action) Action {
 	return def
 }
 
-// renderPrefix writes an address rule as an address and a CIDR as a prefix.
-func renderPrefix(p netip.Prefix) string { return string(appendPrefix(nil, p)) }
-
-// appendPrefix appends what renderPrefix returns.
+// appendPrefix writes an address rule as an address and a CIDR as a prefix.
 func appendPrefix(dst []byte, p netip.Prefix) []byte {
 	if p.IsSingleIP() {
 		return p.Addr().AppendTo(dst)
