@@ -95,11 +95,10 @@ func convertCSV(r io.Reader, column string, lw *lineWriter) error {
 	idx := 0
 	byName := false
 	if column != "" {
-		n, err := strconv.Atoi(column)
-		if err != nil {
-			byName = true
-		} else {
+		if n, err := strconv.Atoi(column); err == nil && n >= 1 {
 			idx = n - 1
+		} else {
+			byName = true
 		}
 	}
 	first := true
