@@ -92,7 +92,7 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	w.Write(body)
 }
 
-func newUpdater(t *testing.T, dir string, reg prometheus.Registerer, feeds ...Feed) *Updater {
+func newUpdater(t testing.TB, dir string, reg prometheus.Registerer, feeds ...Feed) *Updater {
 	t.Helper()
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -105,7 +105,7 @@ func newUpdater(t *testing.T, dir string, reg prometheus.Registerer, feeds ...Fe
 	return u
 }
 
-func readTestdata(t *testing.T, name string) []byte {
+func readTestdata(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
