@@ -3,10 +3,13 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sinkd/sinkd/feeds"
 	"github.com/sinkd/sinkd/sinkhole"
 	"github.com/sinkd/sinkd/zones"
 )
@@ -28,9 +31,10 @@ func (a *app) mux(reg *prometheus.Registry) *http.ServeMux {
 	m.Handle("GET /api/v1/hits", sinkhole.HitsHandler(a.cfg.hitsDir))
 	m.HandleFunc("GET /api/v1/lists", func(w http.ResponseWriter, _ *http.Request) {
 		lists := a.zones.Lists()
-		out := make([]zones.ListInfo, 0, len(lists))
+		feedOf := a.feedInfo()
+		out := make([]listJSON, 0, len(lists))
 		for _, r := range lists {
-			out = append(out, r.ListInfo())
+			out = append(out, listJSON{ListInfo: r.ListInfo(), Feed: feedOf[r.Source.Name]})
 		}
 		writeJSON(w, out)
 	})
@@ -55,4 +59,37 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// listJSON is one /api/v1/lists object: the list, and for a list written by
+// a feed, the feed's subscription and fetch state.
+type listJSON struct {
+	zones.ListInfo
+	Feed *feedJSON `json:"feed,omitempty"`
+}
+
+type feedJSON struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+	feeds.State
+}
+
+// feedInfo maps list names (feeds/<name>.txt) to their feed's state.
+func (a *app) feedInfo() map[string]*feedJSON {
+	if len(a.cfg.feeds) == 0 {
+		return nil
+	}
+	st, err := feeds.ReadState(filepath.Join(a.cfg.zonesDir, "feeds"))
+	if err != nil {
+		a.log.Warn("feed state", "err", err)
+	}
+	out := make(map[string]*feedJSON, len(a.cfg.feeds))
+	for _, f := range a.cfg.feeds {
+		u := f.URL
+		if pu, err := url.Parse(u); err == nil {
+			u = pu.Redacted() // no password in an API answer
+		}
+		out["feeds/"+f.Name+".txt"] = &feedJSON{Name: f.Name, URL: u, State: st[f.Name]}
+	}
+	return out
 }
