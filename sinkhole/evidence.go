@@ -53,6 +53,9 @@ type LogConfig struct {
 	Queue         int           // hits waiting for the writer; more are lost (and counted)
 	HMACKey       []byte        // nil: SHA-256 chain; else HMAC-SHA-256 with this key
 	DHCPLeases    string        // a dnsmasq, ISC dhcpd or Kea leases file naming clients; "" = none
+	// CorrelationWindow is how long each client's hits are kept for
+	// linking contacts (LastHit); 0: DefaultCorrelationWindow.
+	CorrelationWindow time.Duration
 
 	// Now is the clock (nil: time.Now). Tests move it.
 	Now func() time.Time
@@ -138,10 +141,12 @@ type Log struct {
 	log  *slog.Logger
 	m    *evMetrics
 	hits chan *Hit
-	ctl  chan *evRecord
-	quit chan struct{}
-	done chan struct{}
-	w    *evWriter // owned by the writer goroutine once started
+	// contacts wait here for the writer (package listener)
+	contacts chan *Contact
+	ctl      chan *evRecord
+	quit     chan struct{}
+	done     chan struct{}
+	w        *evWriter // owned by the writer goroutine once started
 
 	closeOnce sync.Once
 	closeErr  error
@@ -179,12 +184,13 @@ func OpenLog(cfg LogConfig, reg prometheus.Registerer, logger *slog.Logger) (*Lo
 		return nil, err
 	}
 	l := &Log{
-		cfg:  cfg,
-		log:  logger,
-		hits: make(chan *Hit, cfg.Queue),
-		ctl:  make(chan *evRecord, 64),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		cfg:      cfg,
+		log:      logger,
+		hits:     make(chan *Hit, cfg.Queue),
+		contacts: make(chan *Contact, min(cfg.Queue, 8192)),
+		ctl:      make(chan *evRecord, 64),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	l.m = newEvMetrics(reg, func() float64 { return float64(len(l.hits)) })
 	w, torn, err := newEvWriter(&l.cfg, l.m, logger)
@@ -310,16 +316,20 @@ func (l *Log) run() {
 	poll := time.NewTimer(evPoll)
 	poll.Stop()
 	defer poll.Stop()
-	hits := l.hits // nil while polling
+	hits, contacts := l.hits, l.contacts // nil while polling
 	for {
 		select {
 		case h := <-hits:
 			w.hit(h)
-			hits = nil
+			hits, contacts = nil, nil
+			poll.Reset(evPoll)
+		case c := <-contacts:
+			w.contact(c)
+			hits, contacts = nil, nil
 			poll.Reset(evPoll)
 		case <-poll.C:
 			if l.drain(false) == 0 {
-				hits = l.hits
+				hits, contacts = l.hits, l.contacts
 			} else {
 				poll.Reset(evPoll)
 			}
@@ -331,6 +341,7 @@ func (l *Log) run() {
 		case <-tick.C:
 			l.queueGap()
 			w.tick()
+			w.corr.expire(l.cfg.Now())
 		case <-l.quit:
 			l.drain(true)
 			w.put(&evRecord{kind: evStop, ts: l.cfg.Now(), reason: w.stopReason})
@@ -355,6 +366,18 @@ func (l *Log) drain(all bool) int {
 			}
 			if n%evYieldEvery == 0 {
 				runtime.Gosched()
+			}
+			continue
+		default:
+		}
+		// Contacts after the hits queued before them: their hits are
+		// in the window by now.
+		select {
+		case c := <-l.contacts:
+			n++
+			w.contact(c)
+			if len(w.buf) >= evFlushSize {
+				w.flush()
 			}
 			continue
 		default:

@@ -44,6 +44,7 @@ type evRecord struct {
 	kind    evKind
 	ts      time.Time
 	hit     *Hit
+	contact *Contact
 	reason  string         // stop, gap
 	sources []ReloadSource // start, reload
 	changed []ReloadChange // reload
@@ -124,6 +125,8 @@ func (e *evEncoder) appendRecord(buf []byte, c *evChain, r *evRecord) []byte {
 	switch r.kind {
 	case evHit:
 		buf = e.appendHit(buf, r.hit)
+	case evContact:
+		buf = e.appendContact(buf, r.contact)
 	case evStart:
 		buf = evAppendStr(buf, "version", e.version)
 		buf = evAppendStr(buf, "chain", e.chain)

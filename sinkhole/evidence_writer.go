@@ -38,6 +38,7 @@ type evWriter struct {
 	log  *slog.Logger
 	open func(name string, flag int, perm os.FileMode) (evFile, error)
 	enc  evEncoder
+	corr *evCorr // the correlation window, fed by hit
 
 	chain  *evChain // pending: includes the records in buf
 	cseq   uint64   // committed: the last record written to the file
@@ -102,7 +103,7 @@ func (l *evLoss) merge(o evLoss) {
 // newEvWriter recovers the chain from the directory. It returns a gap
 // record when a torn last line was cut.
 func newEvWriter(cfg *LogConfig, m *evMetrics, log *slog.Logger) (*evWriter, *evRecord, error) {
-	w := &evWriter{cfg: cfg, m: m, log: log, open: cfg.openFile, chain: newEvChain(cfg.HMACKey),
+	w := &evWriter{cfg: cfg, m: m, log: log, open: cfg.openFile, chain: newEvChain(cfg.HMACKey), corr: newEvCorr(cfg.CorrelationWindow),
 		buf: make([]byte, 0, evFlushSize+64<<10)}
 	if w.open == nil {
 		w.open = func(name string, flag int, perm os.FileMode) (evFile, error) { return os.OpenFile(name, flag, perm) }
@@ -269,6 +270,11 @@ func (w *evWriter) hit(h *Hit) {
 	}
 	w.encode(&r)
 	w.bufHit.add(h.Time)
+	var list string
+	if h.List != nil {
+		list = h.List.Name
+	}
+	w.corr.add(evClientAddr(h.Client), evCorrHit{ts: h.Time, seq: w.chain.seq, qname: evName(h.QName), list: list})
 }
 
 // put encodes a control record (or queues it for retry while the disk
