@@ -29,6 +29,7 @@ type fileConfig struct {
 	Listen   struct {
 		DNS            []string `yaml:"dns"`
 		HTTP           string   `yaml:"http"`
+		HTTPToken      string   `yaml:"http_token"`
 		TCPIdleTimeout duration `yaml:"tcp_idle_timeout"`
 		TCPMaxConns    int      `yaml:"tcp_max_conns"`
 	} `yaml:"listen"`
@@ -227,6 +228,7 @@ type config struct {
 	zonesDir  string
 	hitsDir   string
 	httpAddr  string
+	httpToken string // required on every endpoint but /healthz when set
 	instance  string
 	logLevel  string
 	logFormat string
@@ -443,9 +445,16 @@ func buildConfig(f fileConfig, resolvConf string) (*config, error) {
 	}
 	c.settings = sinkhole.Settings{IPv4: v4, IPv6: v6, TTL: f.Sinkhole.TTL, Action: act}
 
+	c.httpToken = f.Listen.HTTPToken
 	if c.httpAddr != "" {
-		if _, err := netip.ParseAddrPort(c.httpAddr); err != nil {
+		ap, err := netip.ParseAddrPort(c.httpAddr)
+		if err != nil {
 			return nil, fmt.Errorf("%w: listen.http %q: want address:port", errConfig, c.httpAddr)
+		}
+		// The admin API reloads lists and reads evidence: beyond loopback it
+		// needs a token.
+		if !ap.Addr().IsLoopback() && c.httpToken == "" {
+			return nil, fmt.Errorf("%w: listen.http %q is not a loopback address: set listen.http_token", errConfig, c.httpAddr)
 		}
 	}
 	switch c.logFormat {

@@ -387,6 +387,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "bad upstream", yaml: "upstreams: [\"ftp://x\"]\n", wantErr: "ftp://x"},
 		{name: "bad prefix", yaml: "access:\n  allow: [\"10.0.0.0/33\"]\n", wantErr: "10.0.0.0/33"},
 		{name: "bad sinkhole address", yaml: "sinkhole:\n  ipv4: \"::1\"\n", wantErr: "sinkhole.ipv4"},
+		{name: "admin API beyond loopback needs a token", yaml: "listen:\n  http: 0.0.0.0:8053\n", wantErr: "set listen.http_token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -487,5 +488,48 @@ func TestVersion(t *testing.T) {
 	out, err := exec.Command(sinkdBin, "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "sinkd ") || !strings.Contains(string(out), "go1.") {
 		t.Errorf("version: %q %v", out, err)
+	}
+}
+
+func TestHTTPToken(t *testing.T) {
+	t.Parallel()
+	up := fakeUpstream(t, "a.example. 60 IN A 192.0.2.1")
+	in := startSinkd(t, `
+listen:
+  dns: ["127.0.0.1:0"]
+  http: 127.0.0.1:0
+  http_token: s3cret-token
+upstreams: ["`+up+`"]
+zones:
+  dir: ZONES
+evidence:
+  dir: HITS
+`, nil)
+	get := func(path, auth string) int {
+		req, _ := http.NewRequest("GET", "http://"+in.http+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tt := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/healthz", "", 200},
+		{"/metrics", "", 401},
+		{"/api/v1/lists", "Bearer wrong", 401},
+		{"/api/v1/hits", "", 401},
+		{"/metrics", "Bearer s3cret-token", 200},
+		{"/api/v1/lists", "Bearer s3cret-token", 200},
+	} {
+		if got := get(tt.path, tt.auth); got != tt.want {
+			t.Errorf("GET %s (auth %q) = %d, want %d", tt.path, tt.auth, got, tt.want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -92,4 +93,22 @@ func (a *app) feedInfo() map[string]*feedJSON {
 		out["feeds/"+f.Name+".txt"] = &feedJSON{Name: f.Name, URL: u, State: st[f.Name]}
 	}
 	return out
+}
+
+// requireToken guards every endpoint but /healthz with listen.http_token
+// ("Authorization: Bearer TOKEN", compared in constant time). An empty
+// token (loopback only, enforced by the config) guards nothing.
+func requireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sinkd"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -167,7 +167,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 			return fmt.Errorf("serve: listen http %s: %w", cfg.httpAddr, err)
 		}
 		a.httpLn = ln
-		hs = &http.Server{Handler: a.mux(reg), ReadHeaderTimeout: 5 * time.Second}
+		hs = &http.Server{Handler: requireToken(cfg.httpToken, a.mux(reg)), ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
