@@ -123,6 +123,11 @@ var servingRe = regexp.MustCompile(`msg="sinkd serving".*dns="?\[([^\]]+)\]"? ht
 // by directories in a temp dir) and waits for its "serving" log line.
 func startSinkd(t *testing.T, yaml string, lists map[string]string) *instance {
 	t.Helper()
+	if !strings.Contains(yaml, "upstreams:") {
+		// Without it sinkd would ask /etc/resolv.conf's servers: tests only
+		// ever talk to loopback.
+		t.Fatal("startSinkd: the config must set upstreams (a fake on 127.0.0.1)")
+	}
 	dir := t.TempDir()
 	in := &instance{dir: dir, zonesDir: filepath.Join(dir, "zones.d"), exited: make(chan struct{})}
 	for name, body := range lists {
