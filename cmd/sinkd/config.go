@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sinkd/sinkd/feeds"
+	"github.com/sinkd/sinkd/listener"
 	"github.com/sinkd/sinkd/resolver"
 	"github.com/sinkd/sinkd/resolver/upstream"
 	"github.com/sinkd/sinkd/sinkhole"
@@ -71,7 +72,8 @@ type fileConfig struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
-	Feeds []feedConfig `yaml:"feeds"`
+	Feeds    []feedConfig `yaml:"feeds"`
+	Listener listenerFile `yaml:"listener"`
 }
 
 // feedConfig is one entry of feeds:.
@@ -239,6 +241,9 @@ type config struct {
 	// feeds are the subscriptions written into zones.dir/feeds/.
 	feeds []feeds.Feed
 
+	// listener is the sinkhole listener; nil: off.
+	listener *listener.Config
+
 	// zonesDebounce is the quiet period after a change in zones.dir
 	// before the lists reload.
 	zonesDebounce time.Duration
@@ -385,6 +390,9 @@ func buildConfig(f fileConfig, resolvConf string) (*config, error) {
 			return nil, fmt.Errorf("%w: evidence.hmac_key_file: %w", errConfig, err)
 		}
 		c.evidence.HMACKey = key
+	}
+	if c.listener, err = buildListener(f.Listener, c.instance, &c.evidence); err != nil {
+		return nil, err
 	}
 	if err := c.evidence.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", errConfig, err)

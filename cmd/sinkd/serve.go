@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sinkd/sinkd/feeds"
+	"github.com/sinkd/sinkd/listener"
 	"github.com/sinkd/sinkd/resolver"
 	"github.com/sinkd/sinkd/resolver/upstream"
 	"github.com/sinkd/sinkd/sinkhole"
@@ -151,6 +152,14 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 		}
 		wg.Add(1)
 		go func() { defer wg.Done(); fu.Run(ctx) }()
+	}
+	if cfg.listener != nil {
+		// Stopped (with ctx) before the evidence log closes.
+		sl, err := listener.New(*cfg.listener, ev, reg, log.With("component", "listener"))
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		wg.Go(func() { _ = sl.Serve(ctx) })
 	}
 	wg.Add(1)
 	go func() {
