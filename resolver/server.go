@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 
@@ -101,36 +102,48 @@ func (s *Server) Listen() error {
 	defer s.mu.Unlock()
 	for _, a := range s.cfg.Listen {
 		ap := netip.MustParseAddrPort(a) // checked by Validate
-		// One address family per socket: "0.0.0.0" and "[::]" may both be
-		// listed, as in BIND's listen-on and listen-on-v6.
-		udpNet, tcpNet := "udp4", "tcp4"
-		if ap.Addr().Is6() {
-			udpNet, tcpNet = "udp6", "tcp6"
+		uc, tl, err := listenPair(ap)
+		// Port 0: the kernel picks the UDP port, and TCP may already use it
+		// (another program's connection): pick again.
+		for try := 0; ap.Port() == 0 && errors.Is(err, syscall.EADDRINUSE) && try < 20; try++ {
+			uc, tl, err = listenPair(ap)
 		}
-		uc, err := net.ListenUDP(udpNet, net.UDPAddrFromAddrPort(ap))
 		if err != nil {
 			s.closeLocked()
-			return fmt.Errorf("resolver: listen udp %s: %w", a, err)
+			return fmt.Errorf("resolver: listen %s: %w", a, err)
 		}
-		if ap.Addr().IsUnspecified() {
-			if err := enablePktinfo(uc); err != nil {
-				_ = uc.Close()
-				s.closeLocked()
-				return fmt.Errorf("resolver: listen udp %s: packet info: %w", a, err)
-			}
-		}
-		setRecvBuffer(uc, udpRecvBuffer)
 		s.udp = append(s.udp, uc)
-		// The same port for TCP (port 0 means: the one UDP got).
-		tap := netip.AddrPortFrom(ap.Addr(), uc.LocalAddr().(*net.UDPAddr).AddrPort().Port())
-		tl, err := net.ListenTCP(tcpNet, net.TCPAddrFromAddrPort(tap))
-		if err != nil {
-			s.closeLocked()
-			return fmt.Errorf("resolver: listen tcp %s: %w", tap, err)
-		}
 		s.tcp = append(s.tcp, tl)
 	}
 	return nil
+}
+
+// listenPair opens the UDP socket and the TCP listener of one address, on
+// the same port. One address family per socket: "0.0.0.0" and "[::]" may
+// both be listed, as in BIND's listen-on and listen-on-v6.
+func listenPair(ap netip.AddrPort) (*net.UDPConn, *net.TCPListener, error) {
+	udpNet, tcpNet := "udp4", "tcp4"
+	if ap.Addr().Is6() {
+		udpNet, tcpNet = "udp6", "tcp6"
+	}
+	uc, err := net.ListenUDP(udpNet, net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return nil, nil, fmt.Errorf("udp: %w", err)
+	}
+	if ap.Addr().IsUnspecified() {
+		if err := enablePktinfo(uc); err != nil {
+			_ = uc.Close()
+			return nil, nil, fmt.Errorf("udp packet info: %w", err)
+		}
+	}
+	setRecvBuffer(uc, udpRecvBuffer)
+	tap := netip.AddrPortFrom(ap.Addr(), uc.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+	tl, err := net.ListenTCP(tcpNet, net.TCPAddrFromAddrPort(tap))
+	if err != nil {
+		_ = uc.Close()
+		return nil, nil, fmt.Errorf("tcp %s: %w", tap, err)
+	}
+	return uc, tl, nil
 }
 
 // Addrs are the bound addresses, one per listen address (UDP and TCP share
