@@ -11,8 +11,8 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
