@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,7 +136,18 @@ func New(cfg Config, rec Recorder, reg prometheus.Registerer, logger *slog.Logge
 	l.rejected = f.NewCounterVec(prometheus.CounterOpts{Name: "sinkd_listener_rejected_total",
 		Help: "Connections the sinkhole listener closed at once, by reason (max_conns, accept_error)."},
 		[]string{"reason"})
+	logger.Info("sinkhole listener bound", "tcp", joinAddrs(l.TCPAddrs()), "udp", joinAddrs(l.UDPAddrs()))
 	return l, nil
+}
+
+// joinAddrs is addrs comma-separated (one token in the log, so that tests
+// and operators can read ephemeral ports from it).
+func joinAddrs(addrs []netip.AddrPort) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // TCPAddrs are the bound TCP addresses, in Config order (address, then port).

@@ -77,14 +77,7 @@ func fakeUpstream(t *testing.T, records ...string) string {
 		}
 		_ = w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := listenUDPAndTCP(t)
 	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
 		ready := make(chan struct{})
 		s.NotifyStartedFunc = func() { close(ready) }
@@ -93,6 +86,27 @@ func fakeUpstream(t *testing.T, records ...string) string {
 		t.Cleanup(func() { _ = s.Shutdown() })
 	}
 	return pc.LocalAddr().String()
+}
+
+// listenUDPAndTCP binds UDP and TCP on one ephemeral port of 127.0.0.1.
+// The TCP port can be taken (a client's TIME_WAIT socket of an earlier
+// test): then it picks again.
+func listenUDPAndTCP(t *testing.T) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for i := 0; ; i++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		_ = pc.Close()
+		if !errors.Is(err, syscall.EADDRINUSE) || i == 20 {
+			t.Fatal(err)
+		}
+	}
 }
 
 func contains(rrs []dns.RR, x dns.RR) bool {
