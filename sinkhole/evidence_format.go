@@ -300,24 +300,33 @@ func evECSMAC(mac string) string {
 	return strings.ToUpper(strings.ReplaceAll(mac, ":", "-"))
 }
 
-// Summary aggregates hits per client, name and list (`sinkd hits
-// -summary`).
+// Summary aggregates hits and contacts per client, name and list (`sinkd
+// hits -summary`). Clients that connected to the sinkhole listener (a
+// contact record) come first: they are the machines to clean first.
 type Summary struct {
-	clients map[string]*ClientSummary
-	names   map[string]int
-	lists   map[string]int
-	fields  evFields
-	Records int // records added
+	clients  map[string]*ClientSummary
+	names    map[string]int
+	lists    map[string]int
+	fields   evFields
+	contacts int
+	Records  int // records added
 }
+
+// summaryMaxPorts bounds the sinkhole ports kept per client.
+const summaryMaxPorts = 16
 
 // ClientSummary is one client's line of a Summary.
 type ClientSummary struct {
-	Client    string    `json:"client"`
-	FirstSeen time.Time `json:"first_seen"`
-	LastSeen  time.Time `json:"last_seen"`
-	Hits      int       `json:"hits"`
-	Names     int       `json:"names"` // distinct qnames
-	names     map[string]struct{}
+	Client       string    `json:"client"`
+	FirstSeen    time.Time `json:"first_seen"` // any record
+	LastSeen     time.Time `json:"last_seen"`
+	Hits         int       `json:"hits"`     // DNS hits
+	Names        int       `json:"names"`    // distinct qnames (of hits, and of the hits contacts link to)
+	Contacts     int       `json:"contacts"` // connections to the sinkhole listener
+	FirstContact time.Time `json:"first_contact,omitzero"`
+	LastContact  time.Time `json:"last_contact,omitzero"`
+	Ports        []int     `json:"ports,omitempty"` // sinkhole ports contacted, ascending (at most 16)
+	names        map[string]struct{}
 }
 
 // Count is a name or list with its number of hits.
@@ -357,7 +366,23 @@ func (s *Summary) Add(line []byte) {
 		c = &ClientSummary{Client: client, FirstSeen: ts, LastSeen: ts, names: map[string]struct{}{}}
 		s.clients[client] = c
 	}
-	c.Hits++
+	if string(s.fields.str("type")) == "contact" {
+		s.contacts++
+		c.Contacts++
+		if c.FirstContact.IsZero() || ts.Before(c.FirstContact) {
+			c.FirstContact = ts
+		}
+		if ts.After(c.LastContact) {
+			c.LastContact = ts
+		}
+		if p, err := strconv.Atoi(string(s.fields.get("sinkhole_port"))); err == nil && len(c.Ports) < summaryMaxPorts {
+			if i, found := slices.BinarySearch(c.Ports, p); !found {
+				c.Ports = slices.Insert(c.Ports, i, p)
+			}
+		}
+	} else {
+		c.Hits++
+	}
 	if ts.Before(c.FirstSeen) {
 		c.FirstSeen = ts
 	}
@@ -370,18 +395,35 @@ func (s *Summary) Add(line []byte) {
 	}
 }
 
-// Clients lists the clients, most hits first.
+// Clients lists the clients, most contacts first, then most hits.
 func (s *Summary) Clients() []ClientSummary {
 	out := make([]ClientSummary, 0, len(s.clients))
 	for _, c := range s.clients {
 		out = append(out, *c)
 	}
 	slices.SortFunc(out, func(a, b ClientSummary) int {
+		if a.Contacts != b.Contacts {
+			return b.Contacts - a.Contacts
+		}
 		if a.Hits != b.Hits {
 			return b.Hits - a.Hits
 		}
 		return evCompareAddr(a.Client, b.Client)
 	})
+	return out
+}
+
+// Connected lists the clients that connected to the sinkhole listener,
+// most contacts first: not only asked for a listed name, but tried to talk
+// to it.
+func (s *Summary) Connected() []ClientSummary {
+	out := []ClientSummary{}
+	for _, c := range s.Clients() {
+		if c.Contacts == 0 {
+			break
+		}
+		out = append(out, c)
+	}
 	return out
 }
 
@@ -417,13 +459,33 @@ func (s *Summary) Top(n int, lists bool) []Count {
 }
 
 // WriteText prints the summary: per client first seen, last seen, hits and
-// distinct names; then the top names and lists.
+// distinct names (and contacts, when there are any); then the clients that
+// connected to the sinkhole; then the top names and lists.
 func (s *Summary) WriteText(w io.Writer, top int) error {
+	const tsFormat = "2006-01-02T15:04:05.000Z"
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "%-39s %-24s %-24s %8s %6s\n", "CLIENT", "FIRST SEEN", "LAST SEEN", "HITS", "NAMES")
-	for _, c := range s.Clients() {
-		fmt.Fprintf(bw, "%-39s %-24s %-24s %8d %6d\n", c.Client, c.FirstSeen.UTC().Format("2006-01-02T15:04:05.000Z"),
-			c.LastSeen.UTC().Format("2006-01-02T15:04:05.000Z"), c.Hits, c.Names)
+	if s.contacts == 0 {
+		fmt.Fprintf(bw, "%-39s %-24s %-24s %8s %6s\n", "CLIENT", "FIRST SEEN", "LAST SEEN", "HITS", "NAMES")
+		for _, c := range s.Clients() {
+			fmt.Fprintf(bw, "%-39s %-24s %-24s %8d %6d\n", c.Client, c.FirstSeen.UTC().Format(tsFormat),
+				c.LastSeen.UTC().Format(tsFormat), c.Hits, c.Names)
+		}
+	} else {
+		fmt.Fprintf(bw, "%-39s %-24s %-24s %8s %6s %8s\n", "CLIENT", "FIRST SEEN", "LAST SEEN", "HITS", "NAMES", "CONTACTS")
+		for _, c := range s.Clients() {
+			fmt.Fprintf(bw, "%-39s %-24s %-24s %8d %6d %8d\n", c.Client, c.FirstSeen.UTC().Format(tsFormat),
+				c.LastSeen.UTC().Format(tsFormat), c.Hits, c.Names, c.Contacts)
+		}
+		fmt.Fprintf(bw, "\nCLIENTS THAT CONNECTED (clean these first)\n%-39s %8s %-24s %-24s %s\n",
+			"CLIENT", "CONTACTS", "FIRST CONTACT", "LAST CONTACT", "PORTS")
+		for _, c := range s.Connected() {
+			ports := make([]string, len(c.Ports))
+			for i, p := range c.Ports {
+				ports[i] = strconv.Itoa(p)
+			}
+			fmt.Fprintf(bw, "%-39s %8d %-24s %-24s %s\n", c.Client, c.Contacts, c.FirstContact.UTC().Format(tsFormat),
+				c.LastContact.UTC().Format(tsFormat), strings.Join(ports, ","))
+		}
 	}
 	fmt.Fprintf(bw, "\n%8s  %s\n", "HITS", "TOP NAMES")
 	for _, c := range s.Top(top, false) {
@@ -436,7 +498,8 @@ func (s *Summary) WriteText(w io.Writer, top int) error {
 	return bw.Flush()
 }
 
-// WriteJSON prints the summary as one JSON object {clients, names, lists}.
+// WriteJSON prints the summary as one JSON object {clients, connected,
+// names, lists}; connected are the clients with contacts.
 func (s *Summary) WriteJSON(w io.Writer, top int) error {
 	type listCount struct {
 		List string `json:"list"`
@@ -447,10 +510,11 @@ func (s *Summary) WriteJSON(w io.Writer, top int) error {
 		lists = append(lists, listCount{c.Key, c.Hits})
 	}
 	return json.NewEncoder(w).Encode(struct {
-		Clients []ClientSummary `json:"clients"`
-		Names   []Count         `json:"names"`
-		Lists   []listCount     `json:"lists"`
-	}{s.Clients(), s.Top(top, false), lists})
+		Clients   []ClientSummary `json:"clients"`
+		Connected []ClientSummary `json:"connected"`
+		Names     []Count         `json:"names"`
+		Lists     []listCount     `json:"lists"`
+	}{s.Clients(), s.Connected(), s.Top(top, false), lists})
 }
 
 // Limits of /api/v1/hits.

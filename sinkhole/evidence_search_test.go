@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -507,5 +508,128 @@ func TestEvidenceSampleVerifies(t *testing.T) {
 		if got, want := evRefHash(line, nil); got != want {
 			t.Errorf("line %d: hash %s, want %s", i+1, got, want)
 		}
+	}
+}
+
+func TestHitsSummaryContacts(t *testing.T) {
+	t.Parallel()
+	clock := newEvClock(evT0())
+	cfg := evTestConfig(t, clock)
+	l, _ := evOpenLog(t, cfg)
+	l.RecordHit(evTestHit(t, clock.Now(), "192.0.2.7", "evil.example"))
+	l.RecordHit(evTestHit(t, clock.Now(), "192.0.2.7", "other.example"))
+	for range 3 {
+		l.RecordHit(evTestHit(t, clock.Now(), "192.0.2.9", "evil.example"))
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	contact := func(client, sinkhole string) {
+		clock.Add(time.Second)
+		l.RecordContact(&Contact{Time: clock.Now(), Client: netip.MustParseAddrPort(client), Proto: "tcp",
+			Sinkhole: netip.MustParseAddrPort(sinkhole), Kind: "raw", Bytes: 1, Raw: []byte("x")})
+	}
+	contact("192.0.2.7:50000", "198.51.100.1:443")
+	contact("192.0.2.200:50001", "198.51.100.1:25")
+	contact("192.0.2.7:50002", "198.51.100.1:80")
+	contact("192.0.2.7:50003", "198.51.100.1:443")
+	if err := l.Close("test"); err != nil {
+		t.Fatal(err)
+	}
+	t1, t4 := evT0().Add(time.Second), evT0().Add(4*time.Second)
+
+	tests := []struct {
+		name          string
+		typ           string
+		wantClients   string // client:hits/contacts, in order
+		wantConnected []ClientSummary
+		wantText      []string // regexps, multi-line mode
+		wantNotText   string
+	}{
+		{
+			name:        "hits only: no contact columns",
+			typ:         "hit",
+			wantClients: "192.0.2.9:3/0 192.0.2.7:2/0",
+			wantText:    []string{`^192\.0\.2\.9\s+\S+\s+\S+\s+3\s+1$`},
+			wantNotText: "CONNECTED",
+		},
+		{
+			name:        "contacts: the clients that connected first",
+			typ:         "contact",
+			wantClients: "192.0.2.7:0/3 192.0.2.200:0/1",
+			wantConnected: []ClientSummary{
+				{Client: "192.0.2.7", Contacts: 3, FirstContact: t1, LastContact: t4, Ports: []int{80, 443}},
+				{Client: "192.0.2.200", Contacts: 1, FirstContact: t1.Add(time.Second), LastContact: t1.Add(time.Second), Ports: []int{25}},
+			},
+			wantText: []string{`^CLIENTS THAT CONNECTED`, `^192\.0\.2\.7\s+3\s+2025-\S+\s+2025-\S+\s+80,443$`, `^192\.0\.2\.200\s+1\s+\S+\s+\S+\s+25$`},
+		},
+		{
+			name:        "all: hits and contacts per client",
+			typ:         "all",
+			wantClients: "192.0.2.7:2/3 192.0.2.200:0/1 192.0.2.9:3/0",
+			wantConnected: []ClientSummary{
+				{Client: "192.0.2.7", Contacts: 3, FirstContact: t1, LastContact: t4, Ports: []int{80, 443}},
+				{Client: "192.0.2.200", Contacts: 1, FirstContact: t1.Add(time.Second), LastContact: t1.Add(time.Second), Ports: []int{25}},
+			},
+			wantText: []string{`CONTACTS$`, `^192\.0\.2\.7\s+\S+\s+\S+\s+2\s+2\s+3$`, `^192\.0\.2\.9\s+\S+\s+\S+\s+3\s+1\s+0$`, `^192\.0\.2\.7\s+3\s+\S+\s+\S+\s+80,443$`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := NewSummary()
+			if err := SearchLog(context.Background(), cfg.Dir, HitQuery{Type: tt.typ}, func(l []byte) error { s.Add(l); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range s.Clients() {
+				got = append(got, fmt.Sprintf("%s:%d/%d", c.Client, c.Hits, c.Contacts))
+			}
+			if g := strings.Join(got, " "); g != tt.wantClients {
+				t.Errorf("clients = %s, want %s", g, tt.wantClients)
+			}
+			connected := func(cs []ClientSummary) string {
+				var b strings.Builder
+				for _, c := range cs {
+					fmt.Fprintf(&b, "%s contacts=%d first=%s last=%s ports=%v\n", c.Client, c.Contacts,
+						c.FirstContact.UTC().Format(time.RFC3339Nano), c.LastContact.UTC().Format(time.RFC3339Nano), c.Ports)
+				}
+				return b.String()
+			}
+			if got, want := connected(s.Connected()), connected(tt.wantConnected); got != want {
+				t.Errorf("Connected() =\n%s want\n%s", got, want)
+			}
+
+			var buf bytes.Buffer
+			if err := s.WriteText(&buf, 10); err != nil {
+				t.Fatal(err)
+			}
+			for _, re := range tt.wantText {
+				if !regexp.MustCompile(`(?m)` + re).MatchString(buf.String()) {
+					t.Errorf("summary lacks %s:\n%s", re, buf.String())
+				}
+			}
+			if tt.wantNotText != "" && strings.Contains(buf.String(), tt.wantNotText) {
+				t.Errorf("summary has %q:\n%s", tt.wantNotText, buf.String())
+			}
+
+			buf.Reset()
+			if err := s.WriteJSON(&buf, 10); err != nil {
+				t.Fatal(err)
+			}
+			var j struct {
+				Connected []struct {
+					Client   string `json:"client"`
+					Contacts int    `json:"contacts"`
+					Ports    []int  `json:"ports"`
+				} `json:"connected"`
+			}
+			if err := json.Unmarshal(buf.Bytes(), &j); err != nil {
+				t.Fatal(err)
+			}
+			if j.Connected == nil || len(j.Connected) != len(tt.wantConnected) {
+				t.Errorf("JSON connected = %+v, want %d clients (an array, never null):\n%s", j.Connected, len(tt.wantConnected), buf.String())
+			}
+		})
 	}
 }

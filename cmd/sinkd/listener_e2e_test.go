@@ -251,6 +251,12 @@ func TestListenerEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The summary puts the client that connected first.
+	out, errOut, code = sinkdCmd(t, "hits", "-config", cfg, "-type", "all", "-summary")
+	if code != 0 || !regexp.MustCompile(`(?m)^CLIENTS THAT CONNECTED.*\n.*\n127\.0\.0\.1\s+\d+\s+\S+\s+\S+\s+\d+,\d+$`).MatchString(out) {
+		t.Errorf("sinkd hits -type all -summary: exit %d, want 127.0.0.1 among the clients that connected (two ports)\n%s%s", code, out, errOut)
+	}
+
 	if out, errOut, code := sinkdCmd(t, "verify", "-config", cfg); code != 0 {
 		t.Errorf("sinkd verify with contacts in the chain: exit %d\n%s%s", code, out, errOut)
 	}
