@@ -1,0 +1,378 @@
+// Command contacts measures the sinkhole listener: how many short HTTP
+// contacts per second it answers and records in the evidence log, and what
+// that load costs DNS answers. In-process, on 127.0.0.1 only: a resolver
+// whose every answer is a hit (a listed name) and a listener, both over one
+// evidence log. Each round runs three phases on fresh servers:
+//
+//   - dns: a fixed rate of UDP queries alone (the latency baseline);
+//   - dns+contacts: the same queries while workers open short HTTP
+//     contacts (connect, GET with Host evil.example, read the block page
+//     to EOF, close) at -contact-rate per second (0: as fast as they are
+//     answered);
+//   - contacts: the contact workers alone, as fast as they are answered
+//     (the most contacts recorded per second).
+//
+// It prints each phase's figures and the medians per phase; the p99 of
+// dns+contacts against dns is the cost of the contact load:
+//
+//	go run ./bench/contacts -rounds 3 -duration 3s -rate 2000 -contact-rate 5000 -workers 8
+//
+// Bounded: at most 10 rounds of at most 30 s per phase, and at most
+// -max-contacts contacts per phase.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sinkd/sinkd/listener"
+	"github.com/sinkd/sinkd/resolver"
+	"github.com/sinkd/sinkd/sinkhole"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	duration    time.Duration
+	rate        float64
+	dnsClients  int
+	workers     int
+	contactRate float64
+	maxContacts int64
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("contacts", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	rounds := fs.Int("rounds", 3, "rounds (each runs the three phases), 1 to 10")
+	fs.DurationVar(&o.duration, "duration", 3*time.Second, "length of one phase, up to 30s")
+	fs.Float64Var(&o.rate, "rate", 2000, "DNS queries per second (open loop, spread over -dns-clients)")
+	fs.IntVar(&o.dnsClients, "dns-clients", 4, "UDP clients sending the DNS queries")
+	fs.IntVar(&o.workers, "workers", 8, "concurrent HTTP contact clients (closed loop)")
+	fs.Float64Var(&o.contactRate, "contact-rate", 5000, "HTTP contacts per second during dns+contacts (open loop; 0: closed loop)")
+	fs.Int64Var(&o.maxContacts, "max-contacts", 200000, "contacts per phase at most")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 || *rounds < 1 || *rounds > 10 || o.duration <= 0 || o.duration > 30*time.Second ||
+		o.rate <= 0 || o.dnsClients < 1 || o.workers < 1 || o.contactRate < 0 || o.maxContacts < 1 {
+		fs.Usage()
+		return 2
+	}
+	dir, err := os.MkdirTemp("", "bench-contacts")
+	if err != nil {
+		fmt.Fprintln(stderr, "contacts:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+
+	phases := []string{"dns", "dns+contacts", "contacts"}
+	results := map[string][]result{}
+	for r := range *rounds {
+		for _, ph := range phases {
+			res, err := phase(ph, filepath.Join(dir, fmt.Sprintf("round%d-%s", r, ph)), o)
+			if err != nil {
+				fmt.Fprintln(stderr, "contacts:", err)
+				return 1
+			}
+			results[ph] = append(results[ph], res)
+			fmt.Fprintf(stdout, "round %d %-13s %s\n", r+1, ph, res)
+		}
+	}
+	for _, ph := range phases {
+		fmt.Fprintf(stdout, "median  %-13s %s\n", ph, median(results[ph]))
+	}
+	base, load := median(results["dns"]), median(results["dns+contacts"])
+	fmt.Fprintf(stdout, "DNS p99 with contacts / without: %.2f\n", float64(load.p99)/float64(base.p99))
+	return 0
+}
+
+// result is one phase's figures.
+type result struct {
+	qps           float64 // DNS answers per second
+	p50, p99, max time.Duration
+	dnsLost       int64   // queries without an answer within 1 s
+	contacts      float64 // contact records written per second
+	answered      float64 // HTTP contacts answered (block page read to EOF) per second
+	contactErrs   int64
+	evLost        float64 // evidence records lost (queue full)
+}
+
+func (r result) String() string {
+	s := ""
+	if r.qps > 0 {
+		s = fmt.Sprintf("dns %6.0f q/s p50 %-8v p99 %-8v max %-8v lost %d", r.qps, r.p50.Round(time.Microsecond),
+			r.p99.Round(time.Microsecond), r.max.Round(time.Microsecond), r.dnsLost)
+	}
+	if r.answered > 0 || r.contacts > 0 {
+		s += fmt.Sprintf("  contacts recorded %6.0f/s (answered %6.0f/s, errors %d)", r.contacts, r.answered, r.contactErrs)
+	}
+	return s + fmt.Sprintf("  evidence lost %.0f", r.evLost)
+}
+
+func median(rs []result) result {
+	pick := func(f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return result{
+		qps:         pick(func(r result) float64 { return r.qps }),
+		p50:         time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
+		p99:         time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+		max:         time.Duration(pick(func(r result) float64 { return float64(r.max) })),
+		dnsLost:     int64(pick(func(r result) float64 { return float64(r.dnsLost) })),
+		contacts:    pick(func(r result) float64 { return r.contacts }),
+		answered:    pick(func(r result) float64 { return r.answered }),
+		contactErrs: int64(pick(func(r result) float64 { return float64(r.contactErrs) })),
+		evLost:      pick(func(r result) float64 { return r.evLost }),
+	}
+}
+
+type noUpstream struct{}
+
+func (noUpstream) Exchange(context.Context, *dns.Msg) (*dns.Msg, error) {
+	return nil, errors.New("no upstream")
+}
+func (noUpstream) Ready() bool { return true }
+
+// phase runs one phase on a fresh resolver, listener and evidence log.
+func phase(name, dir string, o options) (result, error) {
+	log := slog.New(slog.DiscardHandler)
+	reg := prometheus.NewRegistry()
+	ecfg := sinkhole.DefaultLogConfig()
+	ecfg.Dir, ecfg.Instance = dir, "bench"
+	ev, err := sinkhole.OpenLog(ecfg, reg, log)
+	if err != nil {
+		return result{}, err
+	}
+	cfg := resolver.DefaultConfig()
+	cfg.Listen = []string{"127.0.0.1:0"}
+	srv, err := resolver.New(cfg, noUpstream{}, ev, reg, log)
+	if err != nil {
+		return result{}, err
+	}
+	src := &sinkhole.Source{Name: "malware.txt", SHA256: "00", Action: sinkhole.ActionSinkhole, Category: "malware"}
+	bl := sinkhole.NewBuilder(src)
+	bl.AddDomain("evil.example", sinkhole.SyntaxPlain, "")
+	srv.SetPolicy(sinkhole.NewPolicy(sinkhole.Settings{IPv4: netip.MustParseAddr("127.0.0.1"), IPv6: netip.IPv6Unspecified(), TTL: 60},
+		[]*sinkhole.Rules{bl.Build()}))
+	if err := srv.Listen(); err != nil {
+		return result{}, err
+	}
+	ln, err := listener.New(listener.Config{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, TCPPorts: []uint16{0},
+		CaptureBytes: listener.DefaultCaptureBytes, IdleTimeout: listener.DefaultIdleTimeout, MaxConns: listener.DefaultMaxConns,
+		HTTPReply: listener.ReplyPage, Instance: "bench"}, ev, reg, log)
+	if err != nil {
+		return result{}, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var servers sync.WaitGroup
+	served := make(chan error, 1)
+	servers.Go(func() { served <- srv.Serve(ctx) })
+	servers.Go(func() { _ = ln.Serve(ctx) })
+
+	var r result
+	stop := time.Now().Add(o.duration)
+	var load sync.WaitGroup
+	var dnsErr, httpErr error
+	if name != "contacts" {
+		load.Go(func() { r.qps, r.p50, r.p99, r.max, r.dnsLost, dnsErr = askDNS(srv.Addrs()[0].String(), o, stop) })
+	}
+	if name != "dns" {
+		load.Go(func() {
+			var n int64
+			rate := o.contactRate
+			if name == "contacts" {
+				rate = 0
+			}
+			n, r.contactErrs, httpErr = contactLoad(ln.TCPAddrs()[0].String(), o, rate, stop)
+			r.answered = float64(n) / o.duration.Seconds()
+		})
+	}
+	load.Wait()
+	cancel()
+	servers.Wait()
+	if err := <-served; err != nil && !errors.Is(err, context.Canceled) {
+		return result{}, err
+	}
+	if err := ev.Close("bench phase done"); err != nil {
+		return result{}, err
+	}
+	if err := errors.Join(dnsErr, httpErr); err != nil {
+		return result{}, err
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return result{}, err
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "sinkd_evidence_records_total":
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if lp.GetValue() == "contact" {
+						r.contacts = m.GetCounter().GetValue() / o.duration.Seconds()
+					}
+				}
+			}
+		case "sinkd_evidence_lost_total":
+			for _, m := range mf.GetMetric() {
+				r.evLost += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return r, nil
+}
+
+// askDNS sends o.rate queries per second (open loop: a fixed schedule, so
+// that a slow answer does not lower the load) until stop, and returns the
+// answer rate and latency percentiles.
+func askDNS(addr string, o options, stop time.Time) (qps float64, p50, p99, maxLat time.Duration, lost int64, err error) {
+	every := time.Duration(float64(o.dnsClients) / o.rate * float64(time.Second))
+	lat := make([][]time.Duration, o.dnsClients)
+	var lostN atomic.Int64
+	errs := make(chan error, o.dnsClients)
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for c := range o.dnsClients {
+		wg.Go(func() {
+			conn, err := net.Dial("udp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close()
+			buf := make([]byte, 1500)
+			m := new(dns.Msg)
+			next := begin.Add(time.Duration(c) * every / time.Duration(o.dnsClients))
+			for i := 0; ; i++ {
+				time.Sleep(time.Until(next))
+				next = next.Add(every)
+				now := time.Now()
+				if now.After(stop) {
+					return
+				}
+				m.SetQuestion(fmt.Sprintf("h%d-%d.evil.example.", c, i%1000), dns.TypeA)
+				q, _ := m.Pack()
+				_ = conn.SetDeadline(now.Add(time.Second))
+				if _, err := conn.Write(q); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := conn.Read(buf); err != nil {
+					lostN.Add(1)
+					continue
+				}
+				lat[c] = append(lat[c], time.Since(now))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, 0, 0, 0, 0, err
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		return 0, 0, 0, 0, 0, errors.New("no DNS answers")
+	}
+	slices.Sort(all)
+	d := time.Since(begin).Seconds()
+	return float64(len(all)) / d, all[len(all)/2], all[len(all)*99/100], all[len(all)-1], lostN.Load(), nil
+}
+
+var (
+	request  = []byte("GET /gate.php HTTP/1.1\r\nHost: evil.example\r\nUser-Agent: bench/1\r\nAccept: */*\r\n\r\n")
+	wantHead = []byte("HTTP/1.1 403 ")
+)
+
+// contactLoad runs o.workers clients that each open a contact, send an
+// HTTP request, read the block page to EOF and close, until stop or
+// o.maxContacts: rate per second in all on a fixed schedule, or (rate 0)
+// each the next as soon as the last is done. It returns the contacts answered and the failed ones.
+// Clients close with SO_LINGER 0 after reading the reply, so that
+// hundreds of thousands of contacts do not leave TIME_WAIT sockets
+// holding 127.0.0.1's ephemeral ports.
+func contactLoad(addr string, o options, rate float64, stop time.Time) (n, failed int64, err error) {
+	var ok, bad atomic.Int64
+	var started atomic.Int64
+	var wg sync.WaitGroup
+	var every time.Duration
+	if rate > 0 {
+		every = time.Duration(float64(o.workers) / rate * float64(time.Second))
+	}
+	begin := time.Now()
+	for w := range o.workers {
+		wg.Go(func() {
+			buf := make([]byte, 4096)
+			next := begin.Add(time.Duration(w) * every / time.Duration(o.workers))
+			for time.Now().Before(stop) && started.Add(1) <= o.maxContacts {
+				if every > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(every)
+				}
+				if contact(addr, buf) {
+					ok.Add(1)
+				} else {
+					bad.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() == 0 {
+		return 0, bad.Load(), errors.New("no HTTP contact answered")
+	}
+	return ok.Load(), bad.Load(), nil
+}
+
+func contact(addr string, buf []byte) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	tc := c.(*net.TCPConn)
+	defer func() { _ = tc.SetLinger(0); _ = tc.Close() }()
+	_ = tc.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := tc.Write(request); err != nil {
+		return false
+	}
+	n := 0
+	for {
+		m, err := tc.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil || n == len(buf) {
+			return false
+		}
+	}
+	return bytes.HasPrefix(buf[:n], wantHead)
+}
