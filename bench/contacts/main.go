@@ -13,7 +13,10 @@
 //     (the most contacts recorded per second).
 //
 // It prints each phase's figures and the medians per phase; the p99 of
-// dns+contacts against dns is the cost of the contact load:
+// dns+contacts against dns is the cost of the contact load. By default the
+// servers run in one child process and the contact clients in another
+// (-procs=false: all in this one, where the clients' goroutines also delay
+// the DNS clients):
 //
 //	go run ./bench/contacts -rounds 3 -duration 3s -rate 2000 -contact-rate 5000 -workers 8
 //
@@ -22,6 +25,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -32,8 +36,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +63,7 @@ type options struct {
 	workers     int
 	contactRate float64
 	maxContacts int64
+	procs       bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -70,8 +77,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.workers, "workers", 8, "concurrent HTTP contact clients (closed loop)")
 	fs.Float64Var(&o.contactRate, "contact-rate", 5000, "HTTP contacts per second during dns+contacts (open loop; 0: closed loop)")
 	fs.Int64Var(&o.maxContacts, "max-contacts", 200000, "contacts per phase at most")
+	fs.BoolVar(&o.procs, "procs", true, "servers and contact clients each in a child process (false: all in this one)")
+	childMode := fs.Bool("child", false, "internal: run as a child process")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *childMode {
+		return runChild(fs.Args(), stdout)
 	}
 	if fs.NArg() > 0 || *rounds < 1 || *rounds > 10 || o.duration <= 0 || o.duration > 30*time.Second ||
 		o.rate <= 0 || o.dnsClients < 1 || o.workers < 1 || o.contactRate < 0 || o.maxContacts < 1 {
@@ -158,21 +170,95 @@ func (noUpstream) Exchange(context.Context, *dns.Msg) (*dns.Msg, error) {
 }
 func (noUpstream) Ready() bool { return true }
 
-// phase runs one phase on a fresh resolver, listener and evidence log.
+// phase runs one phase on a fresh resolver, listener and evidence log: in
+// this process, or (o.procs) the servers in one child process and the
+// contact clients in another, so that neither the servers' nor the contact
+// clients' goroutines delay this process's DNS clients and their clocks.
 func phase(name, dir string, o options) (result, error) {
+	var (
+		srv    *servers
+		sp     *child
+		dnsAdr string
+		httpAd string
+		err    error
+	)
+	if o.procs {
+		if sp, err = startChild("serve", dir); err != nil {
+			return result{}, err
+		}
+		defer sp.kill()
+		if _, err := fmt.Fscan(sp.out, &dnsAdr, &httpAd); err != nil {
+			return result{}, fmt.Errorf("serve child: %w", err)
+		}
+	} else {
+		if srv, err = startServers(dir); err != nil {
+			return result{}, err
+		}
+		dnsAdr, httpAd = srv.dns, srv.http
+	}
+
+	var r result
+	stop := time.Now().Add(o.duration)
+	var load sync.WaitGroup
+	var dnsErr, httpErr error
+	if name != "contacts" {
+		load.Go(func() { r.qps, r.p50, r.p99, r.max, r.dnsLost, dnsErr = askDNS(dnsAdr, o, stop) })
+	}
+	if name != "dns" {
+		load.Go(func() {
+			rate := o.contactRate
+			if name == "contacts" {
+				rate = 0
+			}
+			var n int64
+			if o.procs {
+				n, r.contactErrs, httpErr = floodChild(httpAd, o, rate)
+			} else {
+				n, r.contactErrs, httpErr = contactLoad(httpAd, o.workers, o.maxContacts, rate, stop)
+			}
+			r.answered = float64(n) / o.duration.Seconds()
+		})
+	}
+	load.Wait()
+	var contacts float64
+	if o.procs {
+		_ = sp.in.Close() // the child stops, closes the log and prints its counts
+		if _, err := fmt.Fscan(sp.out, &contacts, &r.evLost); err != nil {
+			return result{}, fmt.Errorf("serve child: %w", err)
+		}
+	} else if contacts, r.evLost, err = srv.stop(); err != nil {
+		return result{}, err
+	}
+	r.contacts = contacts / o.duration.Seconds()
+	return r, errors.Join(dnsErr, httpErr)
+}
+
+// servers are a resolver and a listener on 127.0.0.1 over one evidence
+// log; every DNS answer is a hit (evil.example and below, sinkholed to
+// 127.0.0.1).
+type servers struct {
+	dns, http string
+	ev        *sinkhole.Log
+	reg       *prometheus.Registry
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	served    chan error
+}
+
+func startServers(dir string) (*servers, error) {
 	log := slog.New(slog.DiscardHandler)
-	reg := prometheus.NewRegistry()
+	s := &servers{reg: prometheus.NewRegistry(), served: make(chan error, 1)}
 	ecfg := sinkhole.DefaultLogConfig()
 	ecfg.Dir, ecfg.Instance = dir, "bench"
-	ev, err := sinkhole.OpenLog(ecfg, reg, log)
-	if err != nil {
-		return result{}, err
+	var err error
+	if s.ev, err = sinkhole.OpenLog(ecfg, s.reg, log); err != nil {
+		return nil, err
 	}
 	cfg := resolver.DefaultConfig()
 	cfg.Listen = []string{"127.0.0.1:0"}
-	srv, err := resolver.New(cfg, noUpstream{}, ev, reg, log)
+	srv, err := resolver.New(cfg, noUpstream{}, s.ev, s.reg, log)
 	if err != nil {
-		return result{}, err
+		return nil, err
 	}
 	src := &sinkhole.Source{Name: "malware.txt", SHA256: "00", Action: sinkhole.ActionSinkhole, Category: "malware"}
 	bl := sinkhole.NewBuilder(src)
@@ -180,53 +266,36 @@ func phase(name, dir string, o options) (result, error) {
 	srv.SetPolicy(sinkhole.NewPolicy(sinkhole.Settings{IPv4: netip.MustParseAddr("127.0.0.1"), IPv6: netip.IPv6Unspecified(), TTL: 60},
 		[]*sinkhole.Rules{bl.Build()}))
 	if err := srv.Listen(); err != nil {
-		return result{}, err
+		return nil, err
 	}
 	ln, err := listener.New(listener.Config{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, TCPPorts: []uint16{0},
 		CaptureBytes: listener.DefaultCaptureBytes, IdleTimeout: listener.DefaultIdleTimeout, MaxConns: listener.DefaultMaxConns,
-		HTTPReply: listener.ReplyPage, Instance: "bench"}, ev, reg, log)
+		HTTPReply: listener.ReplyPage, Instance: "bench"}, s.ev, s.reg, log)
 	if err != nil {
-		return result{}, err
+		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var servers sync.WaitGroup
-	served := make(chan error, 1)
-	servers.Go(func() { served <- srv.Serve(ctx) })
-	servers.Go(func() { _ = ln.Serve(ctx) })
+	var ctx context.Context
+	ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Go(func() { s.served <- srv.Serve(ctx) })
+	s.wg.Go(func() { _ = ln.Serve(ctx) })
+	s.dns, s.http = srv.Addrs()[0].String(), ln.TCPAddrs()[0].String()
+	return s, nil
+}
 
-	var r result
-	stop := time.Now().Add(o.duration)
-	var load sync.WaitGroup
-	var dnsErr, httpErr error
-	if name != "contacts" {
-		load.Go(func() { r.qps, r.p50, r.p99, r.max, r.dnsLost, dnsErr = askDNS(srv.Addrs()[0].String(), o, stop) })
+// stop stops the servers, closes the log and returns the contact records
+// written and the evidence records lost.
+func (s *servers) stop() (contacts, lost float64, err error) {
+	s.cancel()
+	s.wg.Wait()
+	if err := <-s.served; err != nil && !errors.Is(err, context.Canceled) {
+		return 0, 0, err
 	}
-	if name != "dns" {
-		load.Go(func() {
-			var n int64
-			rate := o.contactRate
-			if name == "contacts" {
-				rate = 0
-			}
-			n, r.contactErrs, httpErr = contactLoad(ln.TCPAddrs()[0].String(), o, rate, stop)
-			r.answered = float64(n) / o.duration.Seconds()
-		})
+	if err := s.ev.Close("bench phase done"); err != nil {
+		return 0, 0, err
 	}
-	load.Wait()
-	cancel()
-	servers.Wait()
-	if err := <-served; err != nil && !errors.Is(err, context.Canceled) {
-		return result{}, err
-	}
-	if err := ev.Close("bench phase done"); err != nil {
-		return result{}, err
-	}
-	if err := errors.Join(dnsErr, httpErr); err != nil {
-		return result{}, err
-	}
-	mfs, err := reg.Gather()
+	mfs, err := s.reg.Gather()
 	if err != nil {
-		return result{}, err
+		return 0, 0, err
 	}
 	for _, mf := range mfs {
 		switch mf.GetName() {
@@ -234,17 +303,115 @@ func phase(name, dir string, o options) (result, error) {
 			for _, m := range mf.GetMetric() {
 				for _, lp := range m.GetLabel() {
 					if lp.GetValue() == "contact" {
-						r.contacts = m.GetCounter().GetValue() / o.duration.Seconds()
+						contacts = m.GetCounter().GetValue()
 					}
 				}
 			}
 		case "sinkd_evidence_lost_total":
 			for _, m := range mf.GetMetric() {
-				r.evLost += m.GetCounter().GetValue()
+				lost += m.GetCounter().GetValue()
 			}
 		}
 	}
-	return r, nil
+	return contacts, lost, nil
+}
+
+// child is this program run again in another mode.
+type child struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startChild(args ...string) (*child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	c := &child{cmd: exec.Command(exe, append([]string{"-child"}, args...)...)}
+	c.cmd.Stderr = os.Stderr
+	if c.in, err = c.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	c.out = bufio.NewReader(out)
+	return c, c.cmd.Start()
+}
+
+// kill ends the child (if still running) and reaps it.
+func (c *child) kill() {
+	_ = c.in.Close()
+	done := make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// floodChild runs the contact clients in a child process.
+func floodChild(addr string, o options, rate float64) (n, failed int64, err error) {
+	c, err := startChild("flood", addr, strconv.Itoa(o.workers), strconv.FormatInt(o.maxContacts, 10),
+		strconv.FormatFloat(rate, 'f', -1, 64), o.duration.String())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.kill()
+	var msg string
+	if _, err := fmt.Fscan(c.out, &n, &failed, &msg); err != nil {
+		return 0, 0, fmt.Errorf("flood child: %w", err)
+	}
+	if msg != "ok" {
+		return n, failed, fmt.Errorf("flood child: %s", msg)
+	}
+	return n, failed, nil
+}
+
+// runChild is the -child side: "serve DIR" prints the DNS and HTTP
+// addresses, serves until stdin closes, then prints the contacts written
+// and the records lost; "flood ADDR WORKERS MAX RATE DURATION" runs the
+// contact clients and prints answered, failed and ok (or the error).
+func runChild(args []string, stdout io.Writer) int {
+	switch {
+	case len(args) == 2 && args[0] == "serve":
+		s, err := startServers(args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "contacts serve:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, s.dns, s.http)
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		contacts, lost, err := s.stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "contacts serve:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, contacts, lost)
+		return 0
+	case len(args) == 6 && args[0] == "flood":
+		workers, err1 := strconv.Atoi(args[2])
+		maxN, err2 := strconv.ParseInt(args[3], 10, 64)
+		rate, err3 := strconv.ParseFloat(args[4], 64)
+		d, err4 := time.ParseDuration(args[5])
+		if err := errors.Join(err1, err2, err3, err4); err != nil || workers < 1 || d > 30*time.Second {
+			fmt.Fprintln(os.Stderr, "contacts flood: bad arguments", args)
+			return 2
+		}
+		n, failed, err := contactLoad(args[1], workers, maxN, rate, time.Now().Add(d))
+		msg := "ok"
+		if err != nil {
+			msg = strconv.Quote(err.Error())
+		}
+		fmt.Fprintln(stdout, n, failed, msg)
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "contacts: bad -child arguments", args)
+	return 2
 }
 
 // askDNS sends o.rate queries per second (open loop: a fixed schedule, so
@@ -312,27 +479,27 @@ var (
 	wantHead = []byte("HTTP/1.1 403 ")
 )
 
-// contactLoad runs o.workers clients that each open a contact, send an
+// contactLoad runs workers clients that each open a contact, send an
 // HTTP request, read the block page to EOF and close, until stop or
-// o.maxContacts: rate per second in all on a fixed schedule, or (rate 0)
+// maxContacts: rate per second in all on a fixed schedule, or (rate 0)
 // each the next as soon as the last is done. It returns the contacts answered and the failed ones.
 // Clients close with SO_LINGER 0 after reading the reply, so that
 // hundreds of thousands of contacts do not leave TIME_WAIT sockets
 // holding 127.0.0.1's ephemeral ports.
-func contactLoad(addr string, o options, rate float64, stop time.Time) (n, failed int64, err error) {
+func contactLoad(addr string, workers int, maxContacts int64, rate float64, stop time.Time) (n, failed int64, err error) {
 	var ok, bad atomic.Int64
 	var started atomic.Int64
 	var wg sync.WaitGroup
 	var every time.Duration
 	if rate > 0 {
-		every = time.Duration(float64(o.workers) / rate * float64(time.Second))
+		every = time.Duration(float64(workers) / rate * float64(time.Second))
 	}
 	begin := time.Now()
-	for w := range o.workers {
+	for w := range workers {
 		wg.Go(func() {
 			buf := make([]byte, 4096)
-			next := begin.Add(time.Duration(w) * every / time.Duration(o.workers))
-			for time.Now().Before(stop) && started.Add(1) <= o.maxContacts {
+			next := begin.Add(time.Duration(w) * every / time.Duration(workers))
+			for time.Now().Before(stop) && started.Add(1) <= maxContacts {
 				if every > 0 {
 					time.Sleep(time.Until(next))
 					next = next.Add(every)
