@@ -18,7 +18,7 @@
 // (-procs=false: all in this one, where the clients' goroutines also delay
 // the DNS clients):
 //
-//	go run ./bench/contacts -rounds 3 -duration 3s -rate 2000 -contact-rate 5000 -workers 8
+//	go run ./bench/contacts -rounds 3 -duration 3s -rate 2000 -contact-rate 5000 -workers 8 -control
 //
 // Bounded: at most 10 rounds of at most 30 s per phase, and at most
 // -max-contacts contacts per phase.
@@ -38,6 +38,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -64,6 +65,7 @@ type options struct {
 	contactRate float64
 	maxContacts int64
 	procs       bool
+	cpuprofile  string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -78,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.contactRate, "contact-rate", 5000, "HTTP contacts per second during dns+contacts (open loop; 0: closed loop)")
 	fs.Int64Var(&o.maxContacts, "max-contacts", 200000, "contacts per phase at most")
 	fs.BoolVar(&o.procs, "procs", true, "servers and contact clients each in a child process (false: all in this one)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write the servers' CPU profile of the dns+contacts phases to this file (with -procs; the last round's)")
+	control := fs.Bool("control", false, "a fourth phase, dns+plain: the same contact load against a plain TCP responder (read once, write a fixed 403, close) in the servers' process: the cost of the connections alone")
 	childMode := fs.Bool("child", false, "internal: run as a child process")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -98,6 +102,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer os.RemoveAll(dir)
 
 	phases := []string{"dns", "dns+contacts", "contacts"}
+	if *control {
+		phases = append(phases, "dns+plain")
+	}
 	results := map[string][]result{}
 	for r := range *rounds {
 		for _, ph := range phases {
@@ -115,6 +122,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	base, load := median(results["dns"]), median(results["dns+contacts"])
 	fmt.Fprintf(stdout, "DNS p99 with contacts / without: %.2f\n", float64(load.p99)/float64(base.p99))
+	if *control {
+		plain := median(results["dns+plain"])
+		fmt.Fprintf(stdout, "DNS p99 with plain TCP load / without: %.2f; with contacts / with plain TCP load: %.2f\n",
+			float64(plain.p99)/float64(base.p99), float64(load.p99)/float64(plain.p99))
+	}
 	return 0
 }
 
@@ -180,21 +192,29 @@ func phase(name, dir string, o options) (result, error) {
 		sp     *child
 		dnsAdr string
 		httpAd string
+		plain  string
 		err    error
 	)
 	if o.procs {
-		if sp, err = startChild("serve", dir); err != nil {
+		prof := ""
+		if name == "dns+contacts" {
+			prof = o.cpuprofile
+		}
+		if sp, err = startChild("serve", dir, prof); err != nil {
 			return result{}, err
 		}
 		defer sp.kill()
-		if _, err := fmt.Fscan(sp.out, &dnsAdr, &httpAd); err != nil {
+		if _, err := fmt.Fscan(sp.out, &dnsAdr, &httpAd, &plain); err != nil {
 			return result{}, fmt.Errorf("serve child: %w", err)
 		}
 	} else {
 		if srv, err = startServers(dir); err != nil {
 			return result{}, err
 		}
-		dnsAdr, httpAd = srv.dns, srv.http
+		dnsAdr, httpAd, plain = srv.dns, srv.http, srv.plain
+	}
+	if name == "dns+plain" {
+		httpAd = plain
 	}
 
 	var r result
@@ -238,6 +258,8 @@ func phase(name, dir string, o options) (result, error) {
 // 127.0.0.1).
 type servers struct {
 	dns, http string
+	plain     string // a plain TCP responder (the control)
+	plainLn   net.Listener
 	ev        *sinkhole.Log
 	reg       *prometheus.Registry
 	cancel    context.CancelFunc
@@ -279,13 +301,41 @@ func startServers(dir string) (*servers, error) {
 	s.wg.Go(func() { s.served <- srv.Serve(ctx) })
 	s.wg.Go(func() { _ = ln.Serve(ctx) })
 	s.dns, s.http = srv.Addrs()[0].String(), ln.TCPAddrs()[0].String()
+	if s.plainLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	s.plain = s.plainLn.Addr().String()
+	s.wg.Go(func() { plainResponder(s.plainLn) })
 	return s, nil
+}
+
+// plainResponder is the control: per connection one read, a fixed 403,
+// close; no parsing, no record.
+func plainResponder(ln net.Listener) {
+	reply := []byte("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		wg.Go(func() {
+			defer c.Close()
+			buf := make([]byte, 4096)
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Read(buf); err == nil {
+				_, _ = c.Write(reply)
+			}
+		})
+	}
 }
 
 // stop stops the servers, closes the log and returns the contact records
 // written and the evidence records lost.
 func (s *servers) stop() (contacts, lost float64, err error) {
 	s.cancel()
+	_ = s.plainLn.Close()
 	s.wg.Wait()
 	if err := <-s.served; err != nil && !errors.Is(err, context.Canceled) {
 		return 0, 0, err
@@ -372,19 +422,32 @@ func floodChild(addr string, o options, rate float64) (n, failed int64, err erro
 	return n, failed, nil
 }
 
-// runChild is the -child side: "serve DIR" prints the DNS and HTTP
-// addresses, serves until stdin closes, then prints the contacts written
+// runChild is the -child side: "serve DIR PROFILE" prints the DNS and HTTP
+// addresses (and the control's), serves until stdin closes, then prints the contacts written
 // and the records lost; "flood ADDR WORKERS MAX RATE DURATION" runs the
 // contact clients and prints answered, failed and ok (or the error).
 func runChild(args []string, stdout io.Writer) int {
 	switch {
-	case len(args) == 2 && args[0] == "serve":
+	case len(args) == 3 && args[0] == "serve":
+		if args[2] != "" {
+			f, err := os.Create(args[2])
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "contacts serve:", err)
+				return 1
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fmt.Fprintln(os.Stderr, "contacts serve:", err)
+				return 1
+			}
+			defer pprof.StopCPUProfile()
+		}
 		s, err := startServers(args[1])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "contacts serve:", err)
 			return 1
 		}
-		fmt.Fprintln(stdout, s.dns, s.http)
+		fmt.Fprintln(stdout, s.dns, s.http, s.plain)
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		contacts, lost, err := s.stop()
 		if err != nil {
