@@ -34,7 +34,7 @@ func runHits(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	since := fs.String("since", "", "records from this time on: RFC 3339, or a duration back from now (24h, 7d)")
 	until := fs.String("until", "", "records before this time: RFC 3339, or a duration back from now")
 	limit := fs.Int("limit", 0, "only the newest N matching records")
-	summary := fs.Bool("summary", false, "per client first seen, last seen, hits and names; top names and lists")
+	summary := fs.Bool("summary", false, "per client first seen, last seen, hits, names and contacts; the clients that connected to the sinkhole first; top names and lists")
 	follow := fs.Bool("follow", false, "then print new matching records as they are written, until interrupted")
 	format := fs.String("format", sinkhole.FormatTable, "table, json, csv or ecs")
 	if err := parseFlags(fs, args); err != nil {
