@@ -197,6 +197,22 @@ func startSinkd(t *testing.T, yaml string, lists map[string]string) *instance {
 	return in
 }
 
+// stop sends SIGTERM and waits for a clean exit (status 0).
+func (in *instance) stop(t *testing.T) {
+	t.Helper()
+	if err := in.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-in.exited:
+		if in.exitErr != nil {
+			t.Fatalf("exit after SIGTERM: %v, want status 0", in.exitErr)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("sinkd still running 15 s after SIGTERM")
+	}
+}
+
 func (in *instance) log() string {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -344,18 +360,7 @@ sinkhole:
 		}
 	}
 
-	// SIGTERM: a clean exit 0.
-	if err := in.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-in.exited:
-		if in.exitErr != nil {
-			t.Errorf("exit after SIGTERM: %v, want status 0", in.exitErr)
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("sinkd still running 10 s after SIGTERM")
-	}
+	in.stop(t) // SIGTERM: a clean exit 0
 }
 
 // waitHTTP polls url until it answers status or 10 s pass.

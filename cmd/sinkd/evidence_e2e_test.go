@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -193,18 +192,7 @@ sinkhole:
 		t.Errorf("bad -since: exit %d, want 2", code)
 	}
 
-	// SIGTERM: a stop record, then the chain verifies.
-	if err := in.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-in.exited:
-		if in.exitErr != nil {
-			t.Fatalf("exit after SIGTERM: %v", in.exitErr)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("sinkd still running 10 s after SIGTERM")
-	}
+	in.stop(t) // SIGTERM: a stop record, then the chain verifies
 	out, _, code = sinkdCmd(t, "hits", "-dir", hitsDir, "-type", "all", "-format", "json")
 	all := parseHits(t, out)
 	if code != 0 || len(all) != 5 || all[0].Type != "start" || all[4].Type != "stop" || all[4].Reason != "terminated signal received" {

@@ -177,7 +177,7 @@ func TestListenerEndToEnd(t *testing.T) {
 	}
 	_ = rc.Close()
 
-	stopSinkd(t, in)
+	in.stop(t)
 
 	cfg := in.dir + "/sinkd.yaml"
 	out, errOut, code := sinkdCmd(t, "hits", "-config", cfg, "-format", "json")
@@ -259,22 +259,6 @@ func TestListenerEndToEnd(t *testing.T) {
 
 	if out, errOut, code := sinkdCmd(t, "verify", "-config", cfg); code != 0 {
 		t.Errorf("sinkd verify with contacts in the chain: exit %d\n%s%s", code, out, errOut)
-	}
-}
-
-// stopSinkd sends SIGTERM and waits for a clean exit.
-func stopSinkd(t *testing.T, in *instance) {
-	t.Helper()
-	if err := in.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-in.exited:
-		if in.exitErr != nil {
-			t.Fatalf("exit after SIGTERM: %v, want status 0", in.exitErr)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("sinkd still running 15 s after SIGTERM")
 	}
 }
 

@@ -358,10 +358,7 @@ func TestReloadRecordedInEvidence(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.waitResolve(t, false, "one.example")
-	if err := in.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	<-in.exited
+	in.stop(t)
 
 	hitsDir := filepath.Join(in.dir, "hits")
 	out, stderr, code := sinkdCmd(t, "hits", "-dir", hitsDir, "-type", "all", "-format", "json")
