@@ -334,52 +334,13 @@ func ignored(rel string) bool {
 // LoadDir itself fails only when dir cannot be read. An empty dir gives no
 // results.
 func LoadDir(dir string, def sinkhole.Action) ([]Result, error) {
-	fi, err := os.Stat(dir)
-	if err != nil {
+	if err := checkDir(dir); err != nil {
 		return nil, fmt.Errorf("zones: load %s: %w", dir, err)
 	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("zones: load %s: not a directory", dir)
-	}
-	root := dir
-	if lfi, err := os.Lstat(dir); err == nil && lfi.Mode()&fs.ModeSymlink != 0 {
-		root = dir + string(filepath.Separator) // walk the directory the link points to
-	}
 	var out []Result
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if p == root {
-			return err
-		}
-		rel, rerr := filepath.Rel(root, p)
-		if rerr != nil {
-			return rerr
-		}
-		name := filepath.ToSlash(rel)
-		if ignored(name) {
-			if d != nil && d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if err != nil {
-			// An unreadable subdirectory: report it, keep loading the rest.
-			out = append(out, failedResult(p, name, &FileError{File: name, Reason: "cannot read: " + errText(err), Err: err}))
-			if d != nil && d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		switch t := d.Type(); {
-		case t.IsDir():
-			return nil
-		case t&fs.ModeSymlink != 0:
-			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-				return nil // symlinked directories are not descended
-			}
-			// A link to a file, or a dangling link that fails to read.
-		}
-		out = append(out, ParseFile(p, name, def))
-		return nil
+	err := walkLists(walkRoot(dir), listVisitor{
+		file: func(name, p string, _ fs.DirEntry, _ fs.FileInfo) { out = append(out, ParseFile(p, name, def)) },
+		bad:  func(name, p string, ferr *FileError) { out = append(out, failedResult(p, name, ferr)) },
 	})
 	if err != nil {
 		return out, fmt.Errorf("zones: load %s: %w", dir, err)

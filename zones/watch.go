@@ -229,10 +229,7 @@ func NewWatcher(cfg WatchConfig, settings sinkhole.Settings, apply func(*sinkhol
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	root := cfg.Dir
-	if fi, err := os.Lstat(root); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-		root += string(filepath.Separator) // watch and walk the directory the link points to
-	}
+	root := walkRoot(cfg.Dir) // watch and walk the directory a symlinked dir points to
 	return &Watcher{
 		cfg:      cfg,
 		root:     root,
@@ -402,53 +399,20 @@ type entry struct {
 // scan lists the list files below the root, watching every directory
 // before it is listed. Its rules are LoadDir's.
 func (w *Watcher) scan() ([]entry, error) {
-	fi, err := os.Stat(w.cfg.Dir)
-	if err != nil {
+	if err := checkDir(w.cfg.Dir); err != nil {
 		return nil, fmt.Errorf("zones: reload %s: %w", w.cfg.Dir, err)
 	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("zones: reload %s: not a directory", w.cfg.Dir)
-	}
 	var out []entry
-	err = filepath.WalkDir(w.root, func(p string, d fs.DirEntry, err error) error {
-		if p == w.root {
-			if err == nil {
-				w.watch(p)
+	err := walkLists(w.root, listVisitor{
+		dir: w.watch, // before WalkDir lists it
+		file: func(name, p string, d fs.DirEntry, fi fs.FileInfo) {
+			e := entry{name: name, path: p, symlink: d.Type()&fs.ModeSymlink != 0}
+			if fi != nil {
+				e.fp, e.regular = fingerprintOf(fi), fi.Mode().IsRegular()
 			}
-			return err
-		}
-		rel, rerr := filepath.Rel(w.root, p)
-		if rerr != nil {
-			return rerr
-		}
-		name := filepath.ToSlash(rel)
-		if ignored(name) {
-			if d != nil && d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if err != nil {
-			// An unreadable subdirectory: report it, keep loading the rest.
-			out = append(out, entry{name: name, path: p, err: &FileError{File: name, Reason: "cannot read: " + errText(err), Err: err}})
-			if d != nil && d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() {
-			w.watch(p) // before WalkDir lists it
-			return nil
-		}
-		e := entry{name: name, path: p, symlink: d.Type()&fs.ModeSymlink != 0}
-		if fi, err := os.Stat(p); err == nil {
-			if fi.IsDir() {
-				return nil // symlinked directories are not descended
-			}
-			e.fp, e.regular = fingerprintOf(fi), fi.Mode().IsRegular()
-		}
-		out = append(out, e)
-		return nil
+			out = append(out, e)
+		},
+		bad: func(name, p string, ferr *FileError) { out = append(out, entry{name: name, path: p, err: ferr}) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("zones: reload %s: %w", w.cfg.Dir, err)
