@@ -20,21 +20,17 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -45,6 +41,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/sinkd/sinkd/internal/sinkdproc"
 	"github.com/sinkd/sinkd/internal/synth"
 )
 
@@ -83,10 +80,8 @@ func run() error {
 		fmt.Println("temp dir:", dir)
 	}
 	if *bin == "" {
-		*bin = filepath.Join(dir, "sinkd")
-		out, err := exec.Command("go", "build", "-o", *bin, "./cmd/sinkd").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/sinkd: %v\n%s", err, out)
+		if *bin, err = sinkdproc.Build(dir); err != nil {
+			return err
 		}
 	}
 	up, stop, err := fakeUpstream()
@@ -310,21 +305,17 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 	return nil
 }
 
-// sinkd is a running sinkd binary.
+// sinkd is a running sinkd binary and its zones.dir.
 type sinkd struct {
-	cmd   *exec.Cmd
+	*sinkdproc.Process
 	dns   string
 	http  string
 	zones string
-	logf  *os.File
-	done  chan struct{}
 }
 
-var servingRe = regexp.MustCompile(`msg="sinkd serving".*dns="?\[([^\]]+)\]"? http=(\S+)`)
-
 func startSinkd(bin, dir, up string, debounce time.Duration) (*sinkd, error) {
-	sd := &sinkd{zones: filepath.Join(dir, "zones.d"), done: make(chan struct{})}
-	if err := os.MkdirAll(sd.zones, 0o750); err != nil {
+	zd := filepath.Join(dir, "zones.d")
+	if err := os.MkdirAll(zd, 0o750); err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "sinkd.yaml")
@@ -342,49 +333,18 @@ evidence:
   segment_size: 64GiB
 sinkhole:
   ipv4: %s
-`, up, sd.zones, debounce, filepath.Join(dir, "hits"), sinkholeAddr)
+`, up, zd, debounce, filepath.Join(dir, "hits"), sinkholeAddr)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o640); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "sinkd.log"))
+	p, err := sinkdproc.Start(bin, cfg, filepath.Join(dir, "sinkd.log"))
 	if err != nil {
 		return nil, err
 	}
-	sd.logf = logf
-	sd.cmd = exec.Command(bin, "serve", "-config", cfg)
-	pr, pw := io.Pipe()
-	sd.cmd.Stderr = pw
-	if err := sd.cmd.Start(); err != nil {
-		return nil, err
-	}
-	found := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			fmt.Fprintln(logf, sc.Text())
-			if m := servingRe.FindStringSubmatch(sc.Text()); m != nil {
-				found <- [2]string{m[1], m[2]}
-			}
-		}
-	}()
-	go func() { _ = sd.cmd.Wait(); _ = pw.Close(); close(sd.done) }()
-	select {
-	case a := <-found:
-		sd.dns, sd.http = a[0], a[1]
-		return sd, nil
-	case <-sd.done:
-		return nil, errors.New("sinkd exited before serving: see its log")
-	case <-time.After(2 * time.Minute):
-		sd.stop()
-		return nil, errors.New("sinkd not serving after 2 minutes")
-	}
+	return &sinkd{Process: p, dns: p.DNS, http: p.HTTP, zones: zd}, nil
 }
 
-func (sd *sinkd) stop() {
-	_ = sd.cmd.Process.Kill()
-	<-sd.done
-	_ = sd.logf.Close()
-}
+func (sd *sinkd) stop() { sd.Kill() }
 
 // fakeUpstream answers every A query with 192.0.2.1 (TTL 3600) and
 // everything else with NODATA, on 127.0.0.1.
@@ -434,9 +394,6 @@ type sample struct {
 
 func newMonitor(sd *sinkd) *monitor { return &monitor{sd: sd} }
 
-var heapRe = regexp.MustCompile(`(?m)^go_memstats_heap_inuse_bytes (\S+)$`)
-var rssRe = regexp.MustCompile(`(?m)^VmRSS:\s+(\d+) kB$`)
-
 func (m *monitor) run(ctx context.Context) {
 	m.wg.Add(2)
 	go func() {
@@ -450,14 +407,11 @@ func (m *monitor) run(ctx context.Context) {
 				return
 			case <-tick.C:
 			}
-			resp, err := hc.Get("http://" + m.sd.http + "/metrics")
+			b, err := sinkdproc.Scrape(hc, m.sd.http)
 			if err != nil {
 				continue
 			}
-			b, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			if g := heapRe.FindSubmatch(b); g != nil {
-				v, _ := strconv.ParseFloat(string(g[1]), 64)
+			if v, ok := sinkdproc.Value(b, "go_memstats_heap_inuse_bytes"); ok {
 				m.mu.Lock()
 				m.heap = append(m.heap, sample{time.Now(), int64(v)})
 				m.mu.Unlock()
@@ -466,7 +420,6 @@ func (m *monitor) run(ctx context.Context) {
 	}()
 	go func() {
 		defer m.wg.Done()
-		status := fmt.Sprintf("/proc/%d/status", m.sd.cmd.Process.Pid)
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -475,23 +428,20 @@ func (m *monitor) run(ctx context.Context) {
 				return
 			case <-tick.C:
 			}
-			b, err := os.ReadFile(status)
+			v, err := sinkdproc.RSS(m.sd.Pid())
 			if err != nil {
 				continue
 			}
 			now := time.Now()
-			if g := rssRe.FindSubmatch(b); g != nil {
-				v, _ := strconv.ParseInt(string(g[1]), 10, 64)
-				m.mu.Lock()
-				m.rss = append(m.rss, sample{now, v << 10})
-				m.mu.Unlock()
-			}
-			if d, ok := udpDrops(m.sd.dns); ok {
+			m.mu.Lock()
+			m.rss = append(m.rss, sample{now, v})
+			m.mu.Unlock()
+			if d, ok := sinkdproc.UDPDrops(m.sd.dns); ok {
 				m.mu.Lock()
 				m.drops = append(m.drops, sample{now, d})
 				m.mu.Unlock()
 			}
-			cs := cpuSample{t: now, sinkd: procTicks(m.sd.cmd.Process.Pid), self: procTicks(os.Getpid())}
+			cs := cpuSample{t: now, sinkd: procTicks(m.sd.Pid()), self: procTicks(os.Getpid())}
 			m.mu.Lock()
 			m.cpu = append(m.cpu, cs)
 			m.mu.Unlock()
@@ -573,33 +523,6 @@ func (m *monitor) dropped(from, to time.Time) int64 {
 		return 0
 	}
 	return last - first
-}
-
-// udpDrops reads the drops counter of the IPv4 UDP socket bound to addr
-// from /proc/net/udp (Linux).
-func udpDrops(addr string) (int64, bool) {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0, false
-	}
-	p, _ := strconv.Atoi(port)
-	local := fmt.Sprintf("0100007F:%04X", p)
-	b, err := os.ReadFile("/proc/net/udp")
-	if err != nil {
-		return 0, false
-	}
-	var total int64
-	found := false
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		f := bytes.Fields(line)
-		if len(f) < 13 || string(f[1]) != local {
-			continue
-		}
-		d, _ := strconv.ParseInt(string(f[len(f)-1]), 10, 64)
-		total += d
-		found = true
-	}
-	return total, found
 }
 
 // peak is the highest heap and RSS sampled in [from, to).
