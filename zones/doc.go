@@ -47,5 +47,16 @@
 // only comments (or hosts boilerplate), is a valid empty list. Skipped
 // lines are counted; Source.Errors keeps at most five entries,
 // "FILE:LINE: reason" (for a failed file its reason first). A file is read
-// once, streaming, and hashed while it is parsed.
+// once, streaming, and hashed while it is parsed: memory does not grow with
+// its size, only with its rules.
+//
+// A file larger than zones.max_file_size (DefaultMaxFileSize, 256 MiB)
+// fails unread, "FILE: file too large (N > zones.max_file_size M)"; one
+// that grows past it while it is read fails then. Only regular files are
+// opened: a directory (or a visible symlink to one, which is not
+// descended), named pipe, socket or device in a list's place fails without
+// being read ("is a directory", "not a regular file (named pipe)"), and
+// the file is opened non-blocking and checked again, so a named pipe
+// swapped in cannot hang a reload. A dangling symlink fails naming its
+// target. In the Watcher each of these keeps the list's last good version.
 package zones

@@ -35,6 +35,9 @@ var (
 	ErrDirective = errors.New("zones: invalid directive")
 	// ErrNotRegular means the path is a directory, device, pipe or socket.
 	ErrNotRegular = errors.New("zones: not a regular file")
+	// ErrTooLarge means the file is larger than zones.max_file_size, or
+	// grew past it while it was read.
+	ErrTooLarge = errors.New("zones: file too large")
 )
 
 // Result statuses.
@@ -43,6 +46,11 @@ const (
 	StatusFailed       = "failed"         // no rules from this file
 	StatusKeptLastGood = "kept-last-good" // this version failed, the previous one is in force
 )
+
+// DefaultMaxFileSize is the largest list file read (zones.max_file_size).
+// A larger file fails before it is read; one that grows past it while it
+// is read fails then. Either way no more than this is ever read.
+const DefaultMaxFileSize = 256 << 20
 
 // maxLine is the longest line parsed; longer lines are skipped as "line
 // too long". It is also the read buffer size.
@@ -81,14 +89,29 @@ func (e *FileError) Error() string {
 // Unwrap returns the sentinel or os error, for errors.Is.
 func (e *FileError) Unwrap() error { return e.Err }
 
-// ParseFile parses and compiles one list file. name is its path relative to
-// zones.dir with forward slashes (or the path as given to `sinkd check`);
-// it names the Source and decides whether the file is an allowlist (a
-// directory component "allow", or a base name holding ".allow") or an RPZ
-// zone (.rpz, .zone). def is the action of files without a directive.
+// ParseFile parses and compiles one list file of at most
+// DefaultMaxFileSize bytes. name is its path relative to zones.dir with
+// forward slashes (or the path as given to `sinkd check`); it names the
+// Source and decides whether the file is an allowlist (a directory
+// component "allow", or a base name holding ".allow") or an RPZ zone
+// (.rpz, .zone). def is the action of files without a directive.
 //
-// The file is read once, streaming: it is hashed while it is parsed.
+// The file is read once, streaming: it is hashed while it is parsed, and
+// memory does not grow with its size (beyond its rules). Only a regular
+// file is opened: a directory, named pipe, socket or device fails without
+// being read.
 func ParseFile(path, name string, def sinkhole.Action) Result {
+	return ParseFileMax(path, name, def, DefaultMaxFileSize)
+}
+
+// ParseFileMax is ParseFile with another bound on the file's size
+// (zones.max_file_size); maxSize <= 0 means DefaultMaxFileSize. A larger
+// file fails with ErrTooLarge before it is read, as does a file that grows
+// past it while it is read.
+func ParseFileMax(path, name string, def sinkhole.Action, maxSize int64) Result {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxFileSize
+	}
 	start := time.Now()
 	src := &sinkhole.Source{
 		Name:     name,
@@ -98,7 +121,7 @@ func ParseFile(path, name string, def sinkhole.Action) Result {
 		LoadedAt: start,
 	}
 	res := Result{Source: src, Status: StatusFailed}
-	res.Err = parseFile(&res)
+	res.Err = parseFile(&res, maxSize)
 	if res.Err != nil {
 		res.Rules = nil
 		res.Status = StatusFailed
@@ -113,32 +136,21 @@ func ParseFile(path, name string, def sinkhole.Action) Result {
 }
 
 // parseFile fills res; it returns why the file failed.
-func parseFile(res *Result) error {
+func parseFile(res *Result, maxSize int64) error {
 	src := res.Source
 	fail := func(line int, reason string, err error) error {
 		return &FileError{File: src.Name, Line: line, Reason: reason, Err: err}
 	}
-	fi, err := os.Stat(src.Path)
+	f, reason, err := openList(src.Path, maxSize)
 	if err != nil {
-		return fail(0, "cannot read: "+errText(err), err)
-	}
-	if !fi.Mode().IsRegular() {
-		what := "not a regular file"
-		if fi.IsDir() {
-			what = "is a directory"
-		}
-		return fail(0, what, ErrNotRegular)
-	}
-	f, err := os.Open(src.Path)
-	if err != nil {
-		return fail(0, "cannot read: "+errText(err), err)
+		return fail(0, reason, err)
 	}
 	defer f.Close()
 	h := sha256.New()
-	br := bufio.NewReaderSize(io.TeeReader(f, h), maxLine)
+	br := bufio.NewReaderSize(io.TeeReader(&capReader{r: f, left: maxSize, max: maxSize}, h), maxLine)
 	hashed := func() error {
 		if _, err := io.Copy(io.Discard, br); err != nil {
-			return fail(0, "cannot read: "+errText(err), err)
+			return readError(src.Name, 0, err)
 		}
 		src.SHA256 = hex.EncodeToString(h.Sum(nil))
 		return nil
@@ -159,6 +171,9 @@ func parseFile(res *Result) error {
 	src.Skipped = p.skipped
 	src.Errors = p.errs
 	if perr != nil {
+		if errors.Is(perr, ErrTooLarge) {
+			return perr // not read to its end: no hash
+		}
 		// Hash the whole file even so: the Source names the version that
 		// failed.
 		if err := hashed(); err != nil {
@@ -172,6 +187,125 @@ func parseFile(res *Result) error {
 	}
 	res.Rules = b.Build()
 	return nil
+}
+
+// openList opens the list file at p: a regular file (symlinks followed) of
+// at most maxSize bytes. It never blocks and never opens what is not a
+// regular file: it stats first, then opens non-blocking and checks the open
+// file again, in case another file (a named pipe, whose open would wait for
+// a writer) took its place in between. On failure it returns the reason for
+// a FileError and the error to wrap.
+func openList(p string, maxSize int64) (*os.File, string, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, "cannot read: " + statErrText(p, err), err
+	}
+	if reason, err := checkList(p, fi, maxSize); err != nil {
+		return nil, reason, err
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|openNonblock, 0)
+	if err != nil {
+		return nil, "cannot read: " + statErrText(p, err), err
+	}
+	reason := ""
+	if fi, err = f.Stat(); err != nil {
+		reason = "cannot read: " + errText(err)
+	} else {
+		reason, err = checkList(p, fi, maxSize)
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, reason, err
+	}
+	return f, "", nil
+}
+
+// checkList returns why a file described by fi is not a list to read,
+// with the error to wrap; "", nil when it is.
+func checkList(p string, fi fs.FileInfo, maxSize int64) (string, error) {
+	switch m := fi.Mode(); {
+	case m.IsDir():
+		if l, err := os.Lstat(p); err == nil && l.Mode()&fs.ModeSymlink != 0 {
+			return "is a directory (symlinked directories are not descended)", ErrNotRegular
+		}
+		return "is a directory", ErrNotRegular
+	case !m.IsRegular():
+		return "not a regular file (" + modeKind(m) + ")", ErrNotRegular
+	case fi.Size() > maxSize:
+		return fmt.Sprintf("file too large (%d > zones.max_file_size %d)", fi.Size(), maxSize), ErrTooLarge
+	}
+	return "", nil
+}
+
+// modeKind names the type of a file that is neither regular nor a
+// directory.
+func modeKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	}
+	return "irregular file"
+}
+
+// statErrText is errText, naming the target of a dangling symlink.
+func statErrText(p string, err error) string {
+	if errors.Is(err, fs.ErrNotExist) {
+		if target, lerr := os.Readlink(p); lerr == nil {
+			return "dangling symlink to " + target
+		}
+	}
+	return errText(err)
+}
+
+// errGrew is capReader's error: the file grew past its bound while it
+// was read.
+type errGrew struct{ max int64 }
+
+func (e *errGrew) Error() string {
+	return fmt.Sprintf("file too large (grew past zones.max_file_size %d while read)", e.max)
+}
+
+func (e *errGrew) Unwrap() error { return ErrTooLarge }
+
+// capReader reads at most left bytes from r: past them it fails with
+// *errGrew. It reads one byte more than allowed to tell a file of exactly
+// the bound from a longer one; that byte is never returned.
+type capReader struct {
+	r    io.Reader
+	left int64 // bytes still allowed
+	max  int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, &errGrew{max: c.max}
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left+1]
+	}
+	n, err := c.r.Read(p)
+	if int64(n) > c.left {
+		n, c.left = int(c.left), -1
+		return n, &errGrew{max: c.max}
+	}
+	c.left -= int64(n)
+	return n, err
+}
+
+// readError is the FileError of a read that failed at line (0: no line to
+// blame): a file that grew too large, or an os error.
+func readError(file string, line int, err error) *FileError {
+	var g *errGrew
+	if errors.As(err, &g) {
+		return &FileError{File: file, Reason: g.Error(), Err: ErrTooLarge}
+	}
+	return &FileError{File: file, Line: line, Reason: "cannot read: " + errText(err), Err: err}
 }
 
 // errText is an os error's text without the path it repeats.
@@ -212,7 +346,7 @@ func (p *fileParser) parse(r *bufio.Reader) error {
 			line = nil
 		}
 		if err != nil && err != io.EOF {
-			return p.fail(n, "cannot read: "+errText(err), err)
+			return readError(p.src.Name, n, err)
 		}
 		if len(line) > 0 {
 			if bytes.IndexByte(line, 0) >= 0 {
@@ -330,17 +464,26 @@ func ignored(rel string) bool {
 // LoadDir parses every list file below dir, sorted by name (the path
 // relative to dir, with forward slashes). It skips hidden and backup files
 // (see DESIGN.md), follows visible symlinks to files and does not descend
-// symlinked directories. A file that fails is a Result with status failed;
-// LoadDir itself fails only when dir cannot be read. An empty dir gives no
-// results.
+// symlinked directories (each is listed as failed: "is a directory"). A
+// file that fails is a Result with status failed; LoadDir itself fails only
+// when dir cannot be read. An empty dir gives no results. Files larger than
+// DefaultMaxFileSize fail unread.
 func LoadDir(dir string, def sinkhole.Action) ([]Result, error) {
+	return LoadDirMax(dir, def, DefaultMaxFileSize)
+}
+
+// LoadDirMax is LoadDir with another bound on the size of each file
+// (zones.max_file_size, see ParseFileMax).
+func LoadDirMax(dir string, def sinkhole.Action, maxSize int64) ([]Result, error) {
 	if err := checkDir(dir); err != nil {
 		return nil, fmt.Errorf("zones: load %s: %w", dir, err)
 	}
 	var out []Result
 	err := walkLists(walkRoot(dir), listVisitor{
-		file: func(name, p string, _ fs.DirEntry, _ fs.FileInfo) { out = append(out, ParseFile(p, name, def)) },
-		bad:  func(name, p string, ferr *FileError) { out = append(out, failedResult(p, name, ferr)) },
+		file: func(name, p string, _ fs.DirEntry, _ fs.FileInfo) {
+			out = append(out, ParseFileMax(p, name, def, maxSize))
+		},
+		bad: func(name, p string, ferr *FileError) { out = append(out, failedResult(p, name, ferr)) },
 	})
 	if err != nil {
 		return out, fmt.Errorf("zones: load %s: %w", dir, err)

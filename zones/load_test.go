@@ -366,7 +366,7 @@ func TestLoadDir(t *testing.T) {
 	symlink(t, target, filepath.Join(dir, "b.txt"))
 	// A dangling symlink fails, naming the file.
 	symlink(t, filepath.Join(base, "nowhere.txt"), filepath.Join(dir, "dangling.txt"))
-	// A symlinked directory is not descended.
+	// A symlinked directory is not descended: it fails, naming itself.
 	writeFile(t, base, "otherdir/in.txt", "in.example\n")
 	symlink(t, filepath.Join(base, "otherdir"), filepath.Join(dir, "linkdir"))
 	// A Kubernetes ConfigMap volume: visible links through the hidden ..data.
@@ -392,6 +392,7 @@ func TestLoadDir(t *testing.T) {
 		{"d.txt/inner.txt", StatusOK, sha("inner.example\n")},
 		{"dangling.txt", StatusFailed, ""},
 		{"feeds/urlhaus.txt", StatusOK, sha("# sinkd: action=nxdomain category=malware\nu.example\n")},
+		{"linkdir", StatusFailed, ""},
 		{"sub/x.txt", StatusOK, sha("x.example\n")},
 	}
 	if !slices.Equal(got, want) {
@@ -401,8 +402,11 @@ func TestLoadDir(t *testing.T) {
 	for _, r := range rs {
 		byName[r.Source.Name] = r
 	}
-	if r := byName["dangling.txt"]; r.Err == nil || !strings.HasPrefix(r.Err.Error(), "dangling.txt: cannot read: ") || !errors.Is(r.Err, fs.ErrNotExist) {
-		t.Errorf("dangling.txt: err = %v, want one naming the file", r.Err)
+	if r := byName["dangling.txt"]; r.Err == nil || r.Err.Error() != "dangling.txt: cannot read: dangling symlink to "+filepath.Join(base, "nowhere.txt") || !errors.Is(r.Err, fs.ErrNotExist) {
+		t.Errorf("dangling.txt: err = %v, want one naming the file and its target", r.Err)
+	}
+	if r := byName["linkdir"]; r.Err == nil || r.Err.Error() != "linkdir: is a directory (symlinked directories are not descended)" || !errors.Is(r.Err, ErrNotRegular) {
+		t.Errorf("linkdir: err = %v", r.Err)
 	}
 	if r := byName["b.txt"]; r.Source.Path != filepath.Join(dir, "b.txt") {
 		t.Errorf("b.txt: Path = %q, want the link's path", r.Source.Path)

@@ -10,7 +10,9 @@ import (
 // The drop directory's walking rules, shared by LoadDir and the Watcher:
 // DESIGN.md's ignored names, unreadable subdirectories reported (the rest
 // still loads), visible symlinks to files followed, symlinked directories not
-// descended.
+// descended but handed on as files (they fail as "is a directory"), and
+// entries that vanish while the walk runs left out (their removal raises
+// its own event).
 
 // walkRoot is the path to walk for dir: with a trailing separator when dir
 // is itself a symlink, so the walk enters the directory it points to.
@@ -40,7 +42,7 @@ func checkDir(dir string) error {
 // the root with forward slashes.
 type listVisitor struct {
 	dir  func(path string)                                      // the root and each directory, before it is listed (may be nil)
-	file func(name, path string, d fs.DirEntry, fi fs.FileInfo) // a list file; fi is nil for a dangling symlink
+	file func(name, path string, d fs.DirEntry, fi fs.FileInfo) // a list file, or a symlinked directory; fi is nil for a dangling symlink
 	bad  func(name, path string, err *FileError)                // an unreadable directory
 }
 
@@ -64,6 +66,9 @@ func walkLists(root string, v listVisitor) error {
 			}
 			return nil
 		}
+		if err != nil && errors.Is(err, fs.ErrNotExist) {
+			return nil // removed since its directory was listed
+		}
 		if err != nil {
 			// An unreadable subdirectory: report it, keep loading the rest.
 			v.bad(name, p, &FileError{File: name, Reason: "cannot read: " + errText(err), Err: err})
@@ -78,11 +83,13 @@ func walkLists(root string, v listVisitor) error {
 			}
 			return nil
 		}
+		// A symlinked directory is not descended: it is handed on like a
+		// file, and fails to read as a directory.
 		fi, err := os.Stat(p)
-		if err == nil && fi.IsDir() {
-			return nil // symlinked directories are not descended
-		}
 		if err != nil {
+			if d.Type()&fs.ModeSymlink == 0 && errors.Is(err, fs.ErrNotExist) {
+				return nil // removed since its directory was listed
+			}
 			fi = nil // a dangling link: the file fails to read
 		}
 		v.file(name, p, d, fi)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"os"
 	"path"
 	"path/filepath"
 	"runtime/debug"
@@ -33,6 +32,10 @@ const (
 	// DefaultMaxDelay bounds how long events may keep postponing a reload:
 	// a file rewritten without pause is still reloaded this often.
 	DefaultMaxDelay = 2 * time.Second
+	// dirPoll is how often Run looks for zones.dir while it cannot be
+	// read (removed, renamed away): its watch is gone with it, so no event
+	// says it is back.
+	dirPoll = time.Second
 )
 
 // Change statuses beyond the Result statuses.
@@ -62,6 +65,9 @@ type WatchConfig struct {
 	// max(DefaultMaxDelay, Debounce). Shorter than Debounce, it turns the
 	// quiet period into a fixed delay after the first event.
 	MaxDelay time.Duration
+	// MaxFileSize is zones.max_file_size: a larger list fails unread (and
+	// keeps its last good version). Zero means DefaultMaxFileSize.
+	MaxFileSize int64
 }
 
 // Validate checks c and fills in defaults.
@@ -71,6 +77,12 @@ func (c *WatchConfig) Validate() error {
 	}
 	if c.Debounce < 0 || c.MaxDelay < 0 {
 		return errors.New("zones: watch: negative debounce")
+	}
+	if c.MaxFileSize < 0 {
+		return errors.New("zones: watch: negative max file size")
+	}
+	if c.MaxFileSize == 0 {
+		c.MaxFileSize = DefaultMaxFileSize
 	}
 	if c.Debounce == 0 {
 		c.Debounce = DefaultDebounce
@@ -153,9 +165,16 @@ func (r Reload) Result() string {
 // directive, lines but no valid rule) leaves the previous good version's
 // rules in force; the list is listed kept-last-good, with the previous
 // version's hash and counts and the new version's errors. With no good
-// version to keep, it is listed failed. A deleted file's rules go away. If
-// zones.dir itself cannot be read the reload fails and the previous policy
-// stays.
+// version to keep, it is listed failed. A file larger than
+// WatchConfig.MaxFileSize fails the same way, unread. A deleted file's
+// rules go away, and so do those of a subdirectory removed.
+//
+// If zones.dir itself cannot be read (removed, renamed away, replaced by
+// a file), the reload fails and the policy in force stays: the lists are
+// not emptied. DirErr says why, sinkd_zones_dir_readable is 0 and one
+// error is logged. Run then looks for the directory every second; once it
+// is back, it is watched again and, after the quiet period, every file is
+// re-checked, without a SIGHUP.
 //
 // After a reload that changed rules, the Watcher runs a garbage
 // collection, so the heap falls back to the new policy's live size rather
@@ -178,7 +197,9 @@ type Watcher struct {
 	watchOK map[string]bool       // directories whose watch failed, so the warning is logged once
 	buf     []byte                // hashFile's read buffer
 
-	lists atomic.Pointer[[]Result]
+	lists   atomic.Pointer[[]Result]
+	dirErr  atomic.Pointer[error] // why zones.dir could not be read at the last try; nil: it could
+	dirPoll time.Duration         // how often Run looks for zones.dir while dirErr is set
 }
 
 // fileState is what the Watcher knows about one list.
@@ -240,7 +261,18 @@ func NewWatcher(cfg WatchConfig, settings sinkhole.Settings, apply func(*sinkhol
 		sem:      make(chan struct{}, 1),
 		files:    map[string]*fileState{},
 		watchOK:  map[string]bool{},
+		dirPoll:  dirPoll,
 	}, nil
+}
+
+// DirErr returns why zones.dir could not be read at the last reload (or
+// the last look for it), or nil if it could. While it is set, the policy
+// in force is the last one built.
+func (w *Watcher) DirErr() error {
+	if p := w.dirErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Lists returns every list as the last reload left it, sorted by name.
@@ -303,6 +335,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	pend := newDirty()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	poll := time.NewTicker(w.dirPoll)
+	defer poll.Stop()
 	var first time.Time // first event of the pending burst; zero: none pending
 	for {
 		select {
@@ -323,6 +357,21 @@ func (w *Watcher) Run(ctx context.Context) error {
 			// every file, hashing those that changed.
 			w.log.Warn("zones: watch", "dir", w.cfg.Dir, "err", err)
 			pend.all = true
+		case <-poll.C:
+			// zones.dir could not be read: its watch went with it. Once
+			// it is back, watch it and treat that as an event on it: a
+			// reload of every file once the quiet period has passed (the
+			// directory may be being filled).
+			if w.dirErr.Load() == nil || pend.all || checkDir(w.cfg.Dir) != nil {
+				continue
+			}
+			if err := w.lock(ctx); err != nil {
+				return nil
+			}
+			w.watch(w.root)
+			w.unlock()
+			w.log.Info("zones.dir is back: reloading", "dir", w.cfg.Dir)
+			pend.all = true
 		case <-timer.C:
 			first = time.Time{}
 			d := pend
@@ -330,11 +379,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if err := w.lock(ctx); err != nil {
 				return nil
 			}
-			_, err := w.reload(ctx, false, d)
+			// A failure is zones.dir that cannot be read (reload logged
+			// it, once) or ctx done.
+			_, _ = w.reload(ctx, false, d)
 			w.unlock()
-			if err != nil && ctx.Err() == nil {
-				w.log.Error("zones: reload", "err", err)
-			}
 			continue
 		}
 		// An event to act on: wait for the quiet period, but no longer
@@ -444,8 +492,10 @@ func (w *Watcher) reload(ctx context.Context, full bool, d *dirty) (Reload, erro
 	entries, err := w.scan()
 	if err != nil {
 		w.m.reloads.WithLabelValues(ReloadFailed).Inc()
+		w.setDirErr(err)
 		return Reload{}, err
 	}
+	w.setDirErr(nil)
 	next := make(map[string]*fileState, len(entries))
 	var changes []Change
 	for i := range entries {
@@ -495,6 +545,26 @@ func (w *Watcher) reload(ctx context.Context, full bool, d *dirty) (Reload, erro
 	return r, nil
 }
 
+// setDirErr records whether zones.dir could be read (err nil) and logs
+// when that changes. The caller holds the lock.
+func (w *Watcher) setDirErr(err error) {
+	was := w.dirErr.Load()
+	switch {
+	case err == nil && was != nil:
+		w.log.Info("zones.dir can be read again", "dir", w.cfg.Dir)
+	case err != nil && was == nil:
+		w.log.Error("zones.dir cannot be read: the policy in force stays; watching for it to come back",
+			"dir", w.cfg.Dir, "err", err)
+	}
+	if err == nil {
+		w.dirErr.Store(nil)
+		w.m.dirReadable.Set(1)
+		return
+	}
+	w.dirErr.Store(&err)
+	w.m.dirReadable.Set(0)
+}
+
 // check decides what a list's state is now. force: read the file even if
 // its fingerprint is unchanged.
 func (w *Watcher) check(e *entry, old *fileState, force bool) *fileState {
@@ -505,7 +575,7 @@ func (w *Watcher) check(e *entry, old *fileState, force bool) *fileState {
 		return newFileState(e.fp, failedResult(e.path, e.name, e.err), Result{}, 0)
 	}
 	if old == nil {
-		res := ParseFile(e.path, e.name, w.settings.Action)
+		res := ParseFileMax(e.path, e.name, w.settings.Action, w.cfg.MaxFileSize)
 		if res.Err != nil {
 			return newFileState(e.fp, res, Result{}, 0)
 		}
@@ -514,9 +584,10 @@ func (w *Watcher) check(e *entry, old *fileState, force bool) *fileState {
 	// Hash first when the content may be one already parsed (same size as
 	// the last version read, or as the one in force): parsing costs far
 	// more than hashing. A file of another size is parsed at once (and
-	// hashed while it is parsed).
+	// hashed while it is parsed); one too large fails unread.
 	good, goodSize := old.good, old.goodSize
-	if e.regular && (e.fp.size == old.fp.size || good.Rules != nil && e.fp.size == goodSize) {
+	if e.regular && e.fp.size <= w.cfg.MaxFileSize &&
+		(e.fp.size == old.fp.size || good.Rules != nil && e.fp.size == goodSize) {
 		if sum, err := w.hashFile(e.path); err == nil {
 			switch {
 			case sum == old.last.Source.SHA256:
@@ -530,17 +601,18 @@ func (w *Watcher) check(e *entry, old *fileState, force bool) *fileState {
 			}
 		}
 	}
-	res := ParseFile(e.path, e.name, w.settings.Action)
+	res := ParseFileMax(e.path, e.name, w.settings.Action, w.cfg.MaxFileSize)
 	if res.Err == nil {
 		good, goodSize = res, e.fp.size
 	}
 	return newFileState(e.fp, res, good, goodSize)
 }
 
-// hashFile returns the hex SHA-256 of the file at p. The caller holds
-// the lock (the buffer is the Watcher's).
+// hashFile returns the hex SHA-256 of the list file at p, which must be a
+// regular file of at most MaxFileSize bytes (as ParseFile reads it). The
+// caller holds the lock (the buffer is the Watcher's).
 func (w *Watcher) hashFile(p string) (string, error) {
-	f, err := os.Open(p)
+	f, _, err := openList(p, w.cfg.MaxFileSize)
 	if err != nil {
 		return "", err
 	}
@@ -549,9 +621,7 @@ func (w *Watcher) hashFile(p string) (string, error) {
 		w.buf = make([]byte, 64<<10)
 	}
 	h := sha256.New()
-	// struct{ io.Reader } hides os.File's WriteTo, which would bring its
-	// own buffer.
-	if _, err := io.CopyBuffer(h, struct{ io.Reader }{f}, w.buf); err != nil {
+	if _, err := io.CopyBuffer(h, &capReader{r: f, left: w.cfg.MaxFileSize, max: w.cfg.MaxFileSize}, w.buf); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
@@ -653,10 +723,11 @@ func (w *Watcher) record(r Reload) {
 
 // watchMetrics are the Watcher's Prometheus metrics.
 type watchMetrics struct {
-	rules    *prometheus.GaugeVec
-	skipped  *prometheus.GaugeVec
-	reloads  *prometheus.CounterVec
-	duration prometheus.Histogram
+	rules       *prometheus.GaugeVec
+	skipped     *prometheus.GaugeVec
+	reloads     *prometheus.CounterVec
+	duration    prometheus.Histogram
+	dirReadable prometheus.Gauge
 }
 
 func newWatchMetrics(reg prometheus.Registerer) watchMetrics {
@@ -678,6 +749,10 @@ func newWatchMetrics(reg prometheus.Registerer) watchMetrics {
 			Name:    "sinkd_reload_duration_seconds",
 			Help:    "Time to scan zones.dir, parse the changed lists and build the policy.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9), // 1 ms to 65 s
+		}),
+		dirReadable: f.NewGauge(prometheus.GaugeOpts{
+			Name: "sinkd_zones_dir_readable",
+			Help: "1 if zones.dir could be read at the last reload; 0 while it cannot (removed, renamed away): the policy in force stays.",
 		}),
 	}
 	for _, r := range []string{ReloadOK, ReloadPartial, ReloadFailed} {

@@ -2,7 +2,9 @@ package zones
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -236,6 +238,11 @@ func TestWatcher(t *testing.T) {
 	t.Run("same size and mtime rewrite", testSameFingerprint)
 	t.Run("missing dir keeps policy", testMissingDir)
 	t.Run("metrics", testMetrics)
+	t.Run("too large keeps last good", testTooLarge)
+	t.Run("not a file keeps last good", testNotAFile)
+	t.Run("directory in a file's place", testDirInFilePlace)
+	t.Run("dirs removed", testDirsRemoved)
+	t.Run("dir renamed away and back", testDirRenamed)
 }
 
 func testInitialReload(t *testing.T) {
@@ -349,6 +356,8 @@ func testKeepLastGood(t *testing.T) {
 		{name: "garbage", content: "<html><body>404</body></html>\nnot a list\n", wantWhy: "no valid rules (2 lines skipped)"},
 		{name: "binary", content: "evil.example\n\x00\x01\x02", wantWhy: "list.txt:2: binary file"},
 		{name: "bad directive", content: "# sinkd: action=explode\nevil.example\n", wantWhy: `list.txt:1: unknown action "explode"`},
+		{name: "random bytes", content: string(junk(mb, false)), wantWhy: "list.txt: no valid rules ("},
+		{name: "random bytes with NUL", content: string(junk(mb, true)), wantWhy: ": binary file"},
 	}
 	for _, tt := range tests {
 		drop(t, h.dir, "list.txt", tt.content)
@@ -697,6 +706,7 @@ func TestWatchConfigValidate(t *testing.T) {
 		{name: "explicit", cfg: WatchConfig{Dir: "d", Debounce: time.Millisecond, MaxDelay: time.Second}, wantDebounce: time.Millisecond, wantMaxDelay: time.Second},
 		{name: "no dir", cfg: WatchConfig{}, wantErr: true},
 		{name: "negative", cfg: WatchConfig{Dir: "d", Debounce: -1}, wantErr: true},
+		{name: "negative max file size", cfg: WatchConfig{Dir: "d", MaxFileSize: -1}, wantErr: true},
 		{name: "bound below debounce", cfg: WatchConfig{Dir: "d", Debounce: time.Second, MaxDelay: time.Millisecond}, wantDebounce: time.Second, wantMaxDelay: time.Millisecond},
 	}
 	for _, tt := range tests {
@@ -710,6 +720,248 @@ func TestWatchConfigValidate(t *testing.T) {
 			if err == nil && (c.Debounce != tt.wantDebounce || c.MaxDelay != tt.wantMaxDelay) {
 				t.Errorf("debounce %v max %v, want %v %v", c.Debounce, c.MaxDelay, tt.wantDebounce, tt.wantMaxDelay)
 			}
+			if err == nil && c.MaxFileSize != DefaultMaxFileSize {
+				t.Errorf("max file size %d, want the default %d", c.MaxFileSize, DefaultMaxFileSize)
+			}
 		})
 	}
+}
+
+// waitDirErr waits, polling for at most 10 s, until DirErr is set (want)
+// or clear: no reload is applied when it is set, so there is no kick to
+// wait for.
+func (h *harness) waitDirErr(want bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for (h.w.DirErr() != nil) != want {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("after 10 s: DirErr() = %v, want set: %v", h.w.DirErr(), want)
+		}
+		<-tick.C
+	}
+}
+
+// waitListed waits until the list named name is listed with status and
+// its first error is wantErr ("": none).
+func (h *harness) waitListed(name, status, wantErr string) Result {
+	h.t.Helper()
+	h.waitFor(fmt.Sprintf("%s %s %q", name, status, wantErr), func(*sinkhole.Policy) bool {
+		for _, r := range h.w.Lists() {
+			if r.Source.Name == name {
+				return r.Status == status && (wantErr == "" && len(r.Source.Errors) == 0 ||
+					len(r.Source.Errors) > 0 && r.Source.Errors[0] == wantErr)
+			}
+		}
+		return false
+	})
+	return h.listed(name)
+}
+
+// place puts a new entry made by mk at dir/name the safe way: made under a
+// hidden name, renamed into place.
+func place(t *testing.T, dir, name string, mk func(tmp string)) {
+	t.Helper()
+	tmp := filepath.Join(dir, ".place-"+name)
+	mk(tmp)
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testTooLarge grows a good list to a sparse 1 GiB in place: it fails
+// unread and its good version stays in force.
+func testTooLarge(t *testing.T) {
+	t.Parallel()
+	good := "good.example\n"
+	h := newHarness(t, map[string]string{"list.txt": good}, WatchConfig{})
+	h.runAfterReload()
+	rules := rulesOf(h.policy(), "list.txt")
+	p := filepath.Join(h.dir, "list.txt")
+	if err := os.Truncate(p, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	const why = "list.txt: file too large (1073741824 > zones.max_file_size 268435456)"
+	r := h.waitListed("list.txt", StatusKeptLastGood, why)
+	if r.Rules != rules || r.Source.SHA256 != sha(good) || blockedBy(h.policy(), "good.example") != "list.txt" {
+		t.Error("the good version is not the one in force")
+	}
+	if c, ok := findChange(h.state.Load().r.Changes, "list.txt"); !ok || c.Status != StatusKeptLastGood ||
+		c.NewSHA256 != sha(good) || c.FailedSHA256 != "" || c.Error != why {
+		t.Errorf("change %+v", c)
+	}
+	// A forced reload does not read it either.
+	if r := h.reload(); r.Result() != ReloadPartial || h.listed("list.txt").Status != StatusKeptLastGood {
+		t.Errorf("forced reload: %s, %v", r.Result(), listStatuses(r.Results))
+	}
+	// A new list that is too large has nothing to keep.
+	place(t, h.dir, "big.txt", func(tmp string) { sparse(t, tmp, 1<<30) })
+	h.waitListed("big.txt", StatusFailed, "big.txt: file too large (1073741824 > zones.max_file_size 268435456)")
+	// Back under the bound: ok again.
+	writeFile(t, h.dir, "list.txt", "smaller.example\n")
+	h.waitBlocked("list.txt", "smaller.example")
+}
+
+// testNotAFile puts what is not a list file in a good list's place: a
+// dangling symlink, a symlink to a directory, a named pipe nobody writes
+// to. Each keeps the good version, says why, and hangs nothing.
+func testNotAFile(t *testing.T) {
+	t.Parallel()
+	good := "good.example\n"
+	h := newHarness(t, map[string]string{"list.txt": good, "other/x.txt": "x.example\n"}, WatchConfig{})
+	h.runAfterReload()
+	rules := rulesOf(h.policy(), "list.txt")
+	nowhere := filepath.Join(h.dir, "nowhere")
+	tests := []struct {
+		name    string
+		mk      func(tmp string) bool // false: not here
+		wantErr string
+	}{
+		{
+			name:    "dangling symlink",
+			mk:      func(tmp string) bool { symlink(t, nowhere, tmp); return true },
+			wantErr: "list.txt: cannot read: dangling symlink to " + nowhere,
+		},
+		{
+			name:    "symlink to a directory",
+			mk:      func(tmp string) bool { symlink(t, "other", tmp); return true },
+			wantErr: "list.txt: is a directory (symlinked directories are not descended)",
+		},
+		{
+			name:    "named pipe",
+			mk:      func(tmp string) bool { return mkfifo(t, tmp) },
+			wantErr: "list.txt: not a regular file (named pipe)",
+		},
+	}
+	for i, tt := range tests {
+		ok := true
+		place(t, h.dir, "list.txt", func(tmp string) { ok = tt.mk(tmp) })
+		if !ok {
+			continue
+		}
+		r := h.waitListed("list.txt", StatusKeptLastGood, tt.wantErr)
+		if r.Rules != rules || blockedBy(h.policy(), "good.example") != "list.txt" {
+			t.Errorf("%s: the good version is not the one in force", tt.name)
+		}
+		// The watcher goes on: a list dropped now loads.
+		name := fmt.Sprintf("after%d.txt", i)
+		drop(t, h.dir, name, fmt.Sprintf("after%d.example\n", i))
+		h.waitBlocked(name, fmt.Sprintf("after%d.example", i))
+		if r := h.reload(); h.listed("list.txt").Status != StatusKeptLastGood {
+			t.Errorf("%s: forced reload: %v", tt.name, listStatuses(r.Results))
+		}
+	}
+	drop(t, h.dir, "list.txt", good)
+	h.waitListed("list.txt", StatusOK, "")
+	if rulesOf(h.policy(), "list.txt") != rules {
+		t.Error("restoring the good version re-parsed it")
+	}
+}
+
+// testDirInFilePlace replaces a list by a directory of the same name: a
+// directory is just a directory, so the list is deleted and the lists in
+// the directory load.
+func testDirInFilePlace(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, map[string]string{"list.txt": "old.example\n"}, WatchConfig{})
+	h.runAfterReload()
+	remove(t, filepath.Join(h.dir, "list.txt"))
+	writeFile(t, h.dir, "list.txt/inner.txt", "inner.example\n")
+	h.waitBlocked("list.txt/inner.txt", "inner.example")
+	h.waitBlocked("", "old.example")
+	if got := strings.Join(listStatuses(h.w.Lists()), " "); got != "list.txt/inner.txt=ok" {
+		t.Errorf("Lists() = %s", got)
+	}
+}
+
+// testDirsRemoved removes a subdirectory (its lists leave: a deliberate
+// delete), then zones.dir itself, rm -rf: the policy stays until the
+// directory is back, which is noticed without a SIGHUP.
+func testDirsRemoved(t *testing.T) {
+	t.Parallel()
+	// rm -rf removes the files before the directory: a quiet period
+	// longer than that keeps the reload from seeing an empty directory.
+	h := newHarness(t, map[string]string{
+		"a.txt": "a.example\n", "sub/s.txt": "s.example\n", "sub/deeper/d.txt": "d.example\n",
+	}, WatchConfig{Debounce: 250 * time.Millisecond})
+	h.w.dirPoll = 10 * time.Millisecond
+	h.runAfterReload()
+
+	if err := os.RemoveAll(filepath.Join(h.dir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	r := h.waitBlocked("", "s.example", "d.example")
+	for _, l := range []string{"sub/s.txt", "sub/deeper/d.txt"} {
+		if c, ok := findChange(r.Changes, l); !ok || c.Status != StatusDeleted || c.Removed != 1 {
+			t.Errorf("%s: change %+v", l, c)
+		}
+	}
+	if got := strings.Join(listStatuses(h.w.Lists()), " "); got != "a.txt=ok" || blockedBy(h.policy(), "a.example") != "a.txt" {
+		t.Errorf("after removing sub: Lists() = %s", got)
+	}
+
+	applied := h.applied.Load()
+	if err := os.RemoveAll(h.dir); err != nil {
+		t.Fatal(err)
+	}
+	h.waitDirErr(true)
+	if err := h.w.DirErr(); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), h.dir) {
+		t.Errorf("DirErr() = %v, want one naming %s, not found", err, h.dir)
+	}
+	if h.applied.Load() != applied || blockedBy(h.policy(), "a.example") != "a.txt" {
+		t.Error("removing zones.dir replaced the policy")
+	}
+	if got := strings.Join(listStatuses(h.w.Lists()), " "); got != "a.txt=ok" {
+		t.Errorf("Lists() with zones.dir gone = %s", got)
+	}
+	if got := testutil.ToFloat64(h.w.m.dirReadable); got != 0 {
+		t.Errorf("sinkd_zones_dir_readable = %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(h.w.m.reloads.WithLabelValues(ReloadFailed)); got < 1 {
+		t.Errorf(`sinkd_reloads_total{result="failed"} = %v, want at least 1`, got)
+	}
+
+	// Back, with other lists.
+	writeFile(t, h.dir, "b.txt", "b.example\n")
+	h.waitBlocked("b.txt", "b.example")
+	h.waitBlocked("", "a.example")
+	if err := h.w.DirErr(); err != nil {
+		t.Errorf("DirErr() = %v once zones.dir is back", err)
+	}
+	if got := testutil.ToFloat64(h.w.m.dirReadable); got != 1 {
+		t.Errorf("sinkd_zones_dir_readable = %v, want 1", got)
+	}
+	// And watched again: a change raises an event.
+	drop(t, h.dir, "c.txt", "c.example\n")
+	h.waitBlocked("c.txt", "c.example")
+}
+
+// testDirRenamed renames zones.dir away, changes a list there, and
+// renames it back: the policy stays meanwhile, and the change is seen
+// once it is back.
+func testDirRenamed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, map[string]string{"a.txt": "a.example\n", "sub/s.txt": "s.example\n"}, WatchConfig{})
+	h.w.dirPoll = 10 * time.Millisecond
+	h.runAfterReload()
+	applied := h.applied.Load()
+	away := h.dir + ".away"
+	if err := os.Rename(h.dir, away); err != nil {
+		t.Fatal(err)
+	}
+	h.waitDirErr(true)
+	writeFile(t, away, "a.txt", "a2.example\n")
+	writeFile(t, away, "sub/s.txt", "s2.example\n")
+	if h.applied.Load() != applied || blockedBy(h.policy(), "a.example") != "a.txt" || blockedBy(h.policy(), "s.example") != "sub/s.txt" {
+		t.Error("renaming zones.dir away replaced the policy")
+	}
+	if err := os.Rename(away, h.dir); err != nil {
+		t.Fatal(err)
+	}
+	h.waitBlocked("a.txt", "a2.example")
+	h.waitBlocked("sub/s.txt", "s2.example")
+	h.waitDirErr(false)
+	drop(t, h.dir, "sub/t.txt", "t.example\n")
+	h.waitBlocked("sub/t.txt", "t.example")
 }
