@@ -11,6 +11,7 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sinkd/sinkd/sinkhole"
 )
@@ -75,6 +76,9 @@ type cache struct {
 	lru  *lru.Cache[uint64, *entry]
 	seed maphash.Seed
 	cfg  CacheConfig
+	// scrubbed counts the records scrub removed from upstream replies; nil
+	// counts nothing.
+	scrubbed prometheus.Counter
 }
 
 func newCache(cfg CacheConfig) (*cache, error) {
@@ -134,7 +138,21 @@ func (c *cache) clampTTL(ttl uint32) uint32 {
 // answer) is answered from but not cached. It returns nil when the reply
 // cannot be used (rcodes other than NOERROR, NXDOMAIN, SERVFAIL; a message
 // that does not pack or is too large). m is modified.
+//
+// Every reply to a client that needed upstream is served from the entry
+// built here, the first one included, so what scrub removes is neither
+// cached nor served, and the policy checks what is served.
 func (c *cache) newEntry(key []byte, m *dns.Msg, now time.Time) *entry {
+	qname := key[:len(key)-5]
+	qtype := binary.BigEndian.Uint16(key[len(key)-5:])
+	// The question is ours, not the upstream's: appendEntry writes the
+	// client's question over it, which must be exactly as long.
+	name, _, nerr := dns.UnpackDomainName(qname, 0)
+	if nerr != nil {
+		return nil
+	}
+	m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: binary.BigEndian.Uint16(key[len(key)-3:])}}
+
 	// Our OPT is added per client; the upstream's is not kept.
 	extra := m.Extra[:0]
 	for _, rr := range m.Extra {
@@ -150,6 +168,9 @@ func (c *cache) newEntry(key []byte, m *dns.Msg, now time.Time) *entry {
 		ttl = servfailTTL
 		m.Answer, m.Ns, m.Extra = nil, nil, nil
 	case dns.RcodeNameError, dns.RcodeSuccess:
+		if n := scrub(m, qname); n > 0 && c.scrubbed != nil {
+			c.scrubbed.Add(float64(n))
+		}
 		if m.Rcode == dns.RcodeNameError || len(m.Answer) == 0 {
 			ttl = negativeTTL(m)
 		} else {
@@ -336,4 +357,228 @@ func truncate(b []byte, start int, q *query) []byte {
 		b = appendOPT(b, rcode, q.do, -1, "")
 	}
 	return b
+}
+
+// maxChain bounds the CNAME/DNAME chain scrub follows (a hostile reply of
+// thousands of CNAMEs costs a bounded walk); records past it are dropped.
+const maxChain = 32
+
+// scrub removes from the upstream reply m to qname (lower-case wire name)
+// every record that is not part of its answer, as Unbound's scrubber does
+// for a forwarder, and returns how many it removed. A reply may otherwise
+// carry records for names nobody asked about (an additional
+// "bank.example A 6.6.6.6" in the reply for evil.example), which the cache
+// would hand to every client that asks for evil.example.
+//
+//   - Answer: the chain from qname: records owned by qname and by each
+//     CNAME target in turn (at a chain name, only the CNAME that continues
+//     the chain), and a DNAME owned by an ancestor of a chain name, with
+//     its RRSIGs (the chain continues at the synthesized name).
+//   - Authority: SOA, NS and DS records and their RRSIGs owned by an
+//     ancestor-or-self of the chain's last name; NSEC and NSEC3 records
+//     and their RRSIGs at or below a zone of the reply (the owner of an
+//     SOA or NS kept, or the signer of an RRSIG kept in the answer).
+//   - Additional: records at or below the deepest SOA or NS owner kept in
+//     authority (not the root, unless the last name is the root), else at
+//     or below the last name.
+//
+// Records of a class other than IN go too.
+func scrub(m *dns.Msg, qname []byte) int {
+	before := len(m.Answer) + len(m.Ns) + len(m.Extra)
+
+	// Answer: follow the chain from qname.
+	owners := make([][]byte, len(m.Answer))
+	for i, rr := range m.Answer {
+		owners[i] = ownerName(rr)
+	}
+	chain := [][]byte{qname}
+	var loop []byte // where the last chain name points back into the chain
+	dnames := make([]bool, len(m.Answer))
+	for cur := qname; len(chain) < maxChain; {
+		var next []byte
+		for i, rr := range m.Answer {
+			d, ok := rr.(*dns.DNAME)
+			if ok && owners[i] != nil && len(owners[i]) < len(cur) && isSubdomain(cur, owners[i]) {
+				if next = synthesize(cur, owners[i], wireName(d.Target)); next != nil {
+					dnames[i] = true
+					break
+				}
+			}
+		}
+		if next == nil {
+			for i, rr := range m.Answer {
+				if c, ok := rr.(*dns.CNAME); ok && bytes.Equal(owners[i], cur) {
+					next = wireName(c.Target)
+					break
+				}
+			}
+		}
+		if next == nil || chainIndex(chain, next) >= 0 {
+			loop = next
+			break
+		}
+		chain = append(chain, next)
+		cur = next
+	}
+	last := chain[len(chain)-1]
+	var zones [][]byte // apexes the reply speaks for
+	keep := make([]bool, len(m.Answer))
+	for i, rr := range m.Answer {
+		switch k := chainIndex(chain, owners[i]); {
+		case rr.Header().Class != dns.ClassINET || owners[i] == nil:
+		case k >= 0:
+			// At a chain name, only the CNAME that goes on (or closes a loop).
+			if c, ok := rr.(*dns.CNAME); ok {
+				next := loop
+				if k+1 < len(chain) {
+					next = chain[k+1]
+				}
+				keep[i] = next != nil && bytes.Equal(wireName(c.Target), next)
+			} else {
+				keep[i] = true
+			}
+		case dnames[i]:
+			keep[i] = true
+		}
+	}
+	for i, rr := range m.Answer { // the signatures of the DNAMEs kept
+		if sig, ok := rr.(*dns.RRSIG); ok && !keep[i] && sig.TypeCovered == dns.TypeDNAME {
+			for j := range m.Answer {
+				if dnames[j] && bytes.Equal(owners[j], owners[i]) && rr.Header().Class == dns.ClassINET {
+					keep[i] = true
+					break
+				}
+			}
+		}
+	}
+	answer := m.Answer[:0]
+	for i, rr := range m.Answer {
+		if !keep[i] {
+			continue
+		}
+		answer = append(answer, rr)
+		if sig, ok := rr.(*dns.RRSIG); ok {
+			if z := wireName(sig.SignerName); z != nil && isSubdomain(owners[i], z) {
+				zones = append(zones, z)
+			}
+		}
+	}
+	m.Answer = answer
+
+	// Authority: the zone of the chain's end, then the proofs of
+	// nonexistence of the zones the reply speaks for.
+	var cut []byte
+	nsOwners := make([][]byte, len(m.Ns))
+	nsKeep := make([]bool, len(m.Ns))
+	for i, rr := range m.Ns {
+		h := rr.Header()
+		if nsOwners[i] = ownerName(rr); nsOwners[i] == nil || h.Class != dns.ClassINET {
+			continue
+		}
+		switch coveredType(rr) {
+		case dns.TypeSOA, dns.TypeNS, dns.TypeDS:
+			nsKeep[i] = isSubdomain(last, nsOwners[i])
+			if nsKeep[i] && (h.Rrtype == dns.TypeSOA || h.Rrtype == dns.TypeNS) {
+				zones = append(zones, nsOwners[i])
+				if len(nsOwners[i]) > len(cut) {
+					cut = nsOwners[i]
+				}
+			}
+		}
+	}
+	ns := m.Ns[:0]
+	for i, rr := range m.Ns {
+		if t := coveredType(rr); (t == dns.TypeNSEC || t == dns.TypeNSEC3) && nsOwners[i] != nil && rr.Header().Class == dns.ClassINET {
+			for _, z := range zones {
+				if isSubdomain(nsOwners[i], z) {
+					nsKeep[i] = true
+					break
+				}
+			}
+		}
+		if nsKeep[i] {
+			ns = append(ns, rr)
+		}
+	}
+	m.Ns = ns
+
+	// Additional: glue and data of the zone, never of another name.
+	if len(cut) <= 1 && len(last) > 1 {
+		cut = nil // an upward referral to the root is no zone of the answer
+	}
+	if cut == nil {
+		cut = last
+	}
+	extra := m.Extra[:0]
+	for _, rr := range m.Extra {
+		if owner := ownerName(rr); rr.Header().Class == dns.ClassINET && owner != nil && isSubdomain(owner, cut) {
+			extra = append(extra, rr)
+		}
+	}
+	m.Extra = extra
+	return before - len(m.Answer) - len(m.Ns) - len(m.Extra)
+}
+
+// coveredType is rr's type, or for an RRSIG the type it covers.
+func coveredType(rr dns.RR) uint16 {
+	if sig, ok := rr.(*dns.RRSIG); ok {
+		return sig.TypeCovered
+	}
+	return rr.Header().Rrtype
+}
+
+// wireName returns name in lower-case wire format, or nil if it is not a
+// valid name.
+func wireName(name string) []byte {
+	var buf [maxNameLen + 1]byte
+	n, err := dns.PackDomainName(dns.Fqdn(name), buf[:], 0, nil, false)
+	if err != nil {
+		return nil
+	}
+	w := bytes.Clone(buf[:n])
+	for i, c := range w {
+		if 'A' <= c && c <= 'Z' { // length bytes are below 64
+			w[i] = c + 'a' - 'A'
+		}
+	}
+	return w
+}
+
+func ownerName(rr dns.RR) []byte { return wireName(rr.Header().Name) }
+
+// isSubdomain reports whether the wire name child is parent or below it,
+// label by label (an escaped dot inside a label is no boundary).
+func isSubdomain(child, parent []byte) bool {
+	for i := 0; i < len(child); i += int(child[i]) + 1 {
+		if len(child)-i == len(parent) {
+			return bytes.Equal(child[i:], parent)
+		}
+		if child[i] == 0 {
+			break
+		}
+	}
+	return false
+}
+
+// synthesize is the CNAME target a DNAME from owner to target makes of
+// name (RFC 6672 section 2.2), or nil if it would be too long.
+func synthesize(name, owner, target []byte) []byte {
+	if target == nil {
+		return nil
+	}
+	prefix := name[:len(name)-len(owner)]
+	if len(prefix)+len(target) > maxNameLen {
+		return nil
+	}
+	return append(bytes.Clone(prefix), target...)
+}
+
+// chainIndex is the position of name in chain, or -1.
+func chainIndex(chain [][]byte, name []byte) int {
+	for i, c := range chain {
+		if bytes.Equal(c, name) {
+			return i
+		}
+	}
+	return -1
 }

@@ -81,6 +81,7 @@ func New(cfg Config, up Upstream, rec sinkhole.Recorder, reg prometheus.Register
 		o(s)
 	}
 	s.m = newMetrics(reg, func() float64 { return float64(c.len()) })
+	c.scrubbed = s.m.scrubbed
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.policy.Store(sinkhole.NewPolicy(sinkhole.Settings{}, nil))
 	return s, nil
@@ -393,8 +394,9 @@ func (s *Server) serveTCP(l *net.TCPListener) {
 func (s *Server) serveConn(c *net.TCPConn) {
 	defer s.loops.Done()
 	var (
-		wmu   sync.Mutex
-		conns sync.WaitGroup
+		wmu    sync.Mutex
+		broken bool // a write failed: later replies are not sent
+		conns  sync.WaitGroup
 	)
 	defer func() {
 		conns.Wait()
@@ -406,12 +408,21 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		s.m.tcpConns.Dec()
 	}()
 	from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	// A client that does not read its answers is closed after one write
+	// waited tcp_idle_timeout: the replies queued behind it are dropped at
+	// once instead of each waiting out a timeout of its own, and the
+	// queries it sent meanwhile are not read (CloseRead would still let
+	// the reader drain the socket buffer, asking upstream for each).
 	write := func(reply []byte) {
 		wmu.Lock()
 		defer wmu.Unlock()
+		if broken {
+			return
+		}
 		_ = c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
 		if _, err := c.Write(reply); err != nil {
-			_ = c.CloseRead() // a client that does not read its answers is closed
+			broken = true
+			_ = c.Close()
 		}
 	}
 	pending := make(chan struct{}, tcpPipeline)
@@ -438,7 +449,11 @@ func (s *Server) serveConn(c *net.TCPConn) {
 			write(reply)
 			out = reply[:2]
 		case statusSlow:
+			// At most tcpPipeline per connection: the reader waits, and
+			// holds no slot of maxSlow while it does.
+			pending <- struct{}{}
 			if !s.acquireSlow() {
+				<-pending
 				reply = r.q.appendError(out[:2], rcodeServFail, true)
 				binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
 				write(reply)
@@ -446,7 +461,6 @@ func (s *Server) serveConn(c *net.TCPConn) {
 			}
 			msg := append([]byte(nil), buf[:n]...)
 			admitted := r.admitted
-			pending <- struct{}{} // at most tcpPipeline per connection: the reader waits
 			conns.Add(1)
 			s.inflight.Add(1)
 			go func() {
