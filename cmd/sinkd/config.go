@@ -20,6 +20,7 @@ import (
 	"github.com/sinkd/sinkd/resolver"
 	"github.com/sinkd/sinkd/resolver/upstream"
 	"github.com/sinkd/sinkd/sinkhole"
+	"github.com/sinkd/sinkd/zones"
 )
 
 // fileConfig is the shape of sinkd.yaml. Dotted keys of DESIGN.md are nested
@@ -38,8 +39,9 @@ type fileConfig struct {
 	UpstreamStrategy string   `yaml:"upstream_strategy"`
 	UpstreamTimeout  duration `yaml:"upstream_timeout"`
 	Zones            struct {
-		Dir      string   `yaml:"dir"`
-		Debounce duration `yaml:"debounce"`
+		Dir         string   `yaml:"dir"`
+		Debounce    duration `yaml:"debounce"`
+		MaxFileSize size     `yaml:"max_file_size"`
 	} `yaml:"zones"`
 	Evidence struct {
 		Dir           string   `yaml:"dir"`
@@ -247,6 +249,9 @@ type config struct {
 	// zonesDebounce is the quiet period after a change in zones.dir
 	// before the lists reload.
 	zonesDebounce time.Duration
+	// zonesMaxFileSize is the largest list file read; larger ones fail
+	// unread (keep-last-good).
+	zonesMaxFileSize int64
 }
 
 // defaultFile is the configuration of a sinkd started without -config.
@@ -261,6 +266,7 @@ func defaultFile() fileConfig {
 	f.UpstreamTimeout = duration(2 * time.Second)
 	f.Zones.Dir = "./zones.d"
 	f.Zones.Debounce = duration(200 * time.Millisecond)
+	f.Zones.MaxFileSize = size(zones.DefaultMaxFileSize)
 	ev := sinkhole.DefaultLogConfig()
 	f.Evidence.Dir = ev.Dir
 	f.Evidence.FsyncInterval = duration(ev.FsyncInterval)
@@ -372,6 +378,9 @@ func buildConfig(f fileConfig, resolvConf string) (*config, error) {
 		instance: f.Instance, logLevel: f.Log.Level, logFormat: f.Log.Format}
 	if c.zonesDebounce = time.Duration(f.Zones.Debounce); c.zonesDebounce <= 0 {
 		return nil, fmt.Errorf("%w: zones.debounce %v: want a positive duration", errConfig, c.zonesDebounce)
+	}
+	if c.zonesMaxFileSize = int64(f.Zones.MaxFileSize); c.zonesMaxFileSize <= 0 {
+		return nil, fmt.Errorf("%w: zones.max_file_size %d: want a positive size", errConfig, c.zonesMaxFileSize)
 	}
 	if c.instance == "" {
 		c.instance, _ = os.Hostname()

@@ -116,8 +116,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 			}
 		}
 	}
-	zw, err := zones.NewWatcher(zones.WatchConfig{Dir: cfg.zonesDir, Debounce: cfg.zonesDebounce}, cfg.settings,
-		apply, reg, log.With("component", "zones"))
+	zw, err := zones.NewWatcher(zones.WatchConfig{Dir: cfg.zonesDir, Debounce: cfg.zonesDebounce, MaxFileSize: cfg.zonesMaxFileSize},
+		cfg.settings, apply, reg, log.With("component", "zones"))
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
