@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/sinkd/sinkd/zones"
 )
@@ -254,7 +256,7 @@ func indicatorLines(o *stixObject, now time.Time) (lines []string, live bool) {
 	if !ok {
 		return nil, false
 	}
-	note := o.ID
+	note := indicatorKey(o.ID)
 	if o.Name != "" {
 		note += " " + o.Name
 	}
@@ -263,10 +265,41 @@ func indicatorLines(o *stixObject, now time.Time) (lines []string, live bool) {
 		note += " [" + strings.Join(labels, ",") + "]"
 	}
 	note = cleanNote(note)
+	if len(note) > maxNote {
+		i := maxNote
+		for i > 0 && !utf8.RuneStart(note[i]) {
+			i--
+		}
+		note = note[:i]
+	}
 	for _, v := range values {
 		lines = append(lines, v+" # "+note)
 	}
 	return lines, true
+}
+
+// maxNote bounds the note of an indicator's rule line (its id, name and
+// labels), so that the line stays far below maxLine and is not skipped.
+const maxNote = 1024
+
+// maxID bounds an indicator id kept in a TAXII feed file (STIX ids are
+// "type--UUID", 48 bytes).
+const maxID = 256
+
+// indicatorKey is the form of an indicator's id that starts the note of its
+// rule lines and under which a TAXII feed file keeps them (readFile reads
+// it back as the note's first word): blanks and control characters become
+// '_'. It is "" for an id that is empty or longer than maxID.
+func indicatorKey(id string) string {
+	if len(id) > maxID {
+		return ""
+	}
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f || unicode.IsSpace(r) {
+			return '_'
+		}
+		return r
+	}, id)
 }
 
 // cleanNote keeps a note on one line.

@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
 	"strings"
+	"time"
 )
 
 // taxiiAccept is the media type of TAXII 2.1 requests.
@@ -61,15 +63,8 @@ func (u *Updater) fetchTAXII(ctx context.Context, f Feed, st State, force bool) 
 			return rep, st, err
 		}
 		lr := &limited{r: body, max: f.MaxSize, h: h}
-		env, err := decodeObjects(lr, func(o *stixObject) error {
-			if o.Type != "indicator" {
-				return nil
-			}
-			newObjects++
-			lines, _ := indicatorLines(o, u.cfg.Now())
-			prev.set(o.ID, lines)
-			return nil
-		})
+		env, n, err := prev.addPage(lr, u.cfg.Now())
+		newObjects += n
 		body.Close()
 		rep.Bytes += lr.n
 		if err != nil {
@@ -92,16 +87,7 @@ func (u *Updater) fetchTAXII(ctx context.Context, f Feed, st State, force bool) 
 		rep.Result, rep.Rules = ResultNotModified, st.Rules
 		return rep, nst, nil
 	}
-	tmp, err := u.convert(f, func(lw *lineWriter) error {
-		for _, id := range prev.order {
-			for _, l := range prev.lines[id] {
-				if err := lw.line([]byte(l)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
+	tmp, err := u.convert(f, prev.write)
 	if err != nil {
 		return rep, st, err
 	}
@@ -115,7 +101,8 @@ func (u *Updater) fetchTAXII(ctx context.Context, f Feed, st State, force bool) 
 	return rep, nst, nil
 }
 
-// indicatorSet is a TAXII feed's indicators by id, in first-seen order.
+// indicatorSet is a TAXII feed's indicators by id (indicatorKey), in
+// first-seen order.
 type indicatorSet struct {
 	order []string
 	lines map[string][]string
@@ -132,6 +119,40 @@ func (s *indicatorSet) set(id string, lines []string) {
 		s.order = append(s.order, id)
 	}
 	s.lines[id] = lines // nil: revoked or expired, written as nothing
+}
+
+// addPage reads one page of a TAXII envelope (or a STIX bundle): each
+// indicator's lines replace the ones it had. An indicator without a usable
+// id (STIX requires one) is skipped: it could never be updated or revoked.
+// It returns the paging fields and the number of indicators read.
+func (s *indicatorSet) addPage(r io.Reader, now time.Time) (envelope, int, error) {
+	n := 0
+	env, err := decodeObjects(r, func(o *stixObject) error {
+		if o.Type != "indicator" {
+			return nil
+		}
+		n++
+		key := indicatorKey(o.ID)
+		if key == "" {
+			return nil
+		}
+		lines, _ := indicatorLines(o, now)
+		s.set(key, lines)
+		return nil
+	})
+	return env, n, err
+}
+
+// write writes the rule lines of every indicator, in first-seen order.
+func (s *indicatorSet) write(lw *lineWriter) error {
+	for _, id := range s.order {
+		for _, l := range s.lines[id] {
+			if err := lw.line([]byte(l)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // readFile loads the indicators of a feed file written before: rule lines
