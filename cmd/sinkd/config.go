@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -323,7 +324,7 @@ func decodeStrict(b []byte, f *fileConfig) error {
 	}
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return err
+		return withLine(b, err)
 	}
 	// yaml.v3 says "line 3: field bogus not found in type struct {...}";
 	// users want the dotted key they wrote.
@@ -342,6 +343,62 @@ func decodeStrict(b []byte, f *fileConfig) error {
 		}
 	}
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+var (
+	hasLineRe       = regexp.MustCompile(`\bline \d+\b`)
+	yamlLineRe      = regexp.MustCompile(`^yaml: line (\d+): `)
+	unknownAnchorRe = regexp.MustCompile(`^yaml: unknown anchor '(.*)' referenced$`)
+)
+
+// withLine adds the line to a YAML syntax error that has none: yaml.v3
+// leaves it out for errors on the first line (its line 0), for unknown
+// aliases, and for the reader's "control characters are not allowed" and
+// "invalid leading UTF-8 octet".
+func withLine(b []byte, err error) error {
+	msg := err.Error()
+	if hasLineRe.MatchString(msg) {
+		return err
+	}
+	if line := badByteLine(b); line > 0 {
+		return fmt.Errorf("line %d: %w", line, err)
+	}
+	if m := unknownAnchorRe.FindStringSubmatch(msg); m != nil {
+		if i := bytes.Index(b, []byte("*"+m[1])); i >= 0 {
+			return fmt.Errorf("line %d: %w", 1+bytes.Count(b[:i], []byte("\n")), err)
+		}
+	}
+	// One line down, the same error has a line.
+	var n yaml.Node
+	err2 := yaml.Unmarshal(append([]byte("\n"), b...), &n)
+	if err2 == nil {
+		return err
+	}
+	m := yamlLineRe.FindStringSubmatch(err2.Error())
+	if m == nil || "yaml: "+err2.Error()[len(m[0]):] != msg {
+		return err
+	}
+	line, _ := strconv.Atoi(m[1])
+	return fmt.Errorf("line %d: %w", line-1, err)
+}
+
+// badByteLine returns the line of the first character YAML refuses in a
+// UTF-8 document (invalid UTF-8, or a control character other than tab and
+// line breaks), or 0.
+func badByteLine(b []byte) int {
+	line := 1
+	for i, r := range string(b) {
+		switch {
+		case r == utf8.RuneError && !bytes.HasPrefix(b[i:], []byte("\uFFFD")):
+			return line
+		case r == '\n':
+			line++
+		case r == '\t', r == '\r', r == 0x85, r == 0xFEFF && i == 0:
+		case r < 0x20, r >= 0x7F && r < 0xA0, r >= 0xD800 && r < 0xE000, r == 0xFEFF, r == 0xFFFE, r == 0xFFFF:
+			return line
+		}
+	}
+	return 0
 }
 
 var unknownFieldRe = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
@@ -441,10 +498,18 @@ func buildConfig(f fileConfig, resolvConf string) (*config, error) {
 			return nil, fmt.Errorf("%w: default upstreams: %w", errConfig, err)
 		}
 	}
+	// The strategy is checked even when there is no server to use it on, so
+	// that a file's validity does not depend on /etc/resolv.conf.
+	switch f.UpstreamStrategy {
+	case "", upstream.StrategyFastest, upstream.StrategyParallel:
+	default:
+		return nil, fmt.Errorf("%w: upstream_strategy %q: want %s or %s", errConfig, f.UpstreamStrategy,
+			upstream.StrategyFastest, upstream.StrategyParallel)
+	}
 	c.upstream = upstream.Config{Servers: servers, Strategy: f.UpstreamStrategy, Timeout: time.Duration(f.UpstreamTimeout)}
 	if len(servers) > 0 {
 		if err := c.upstream.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: %w", errConfig, err)
+			return nil, fmt.Errorf("%w: upstreams: %w", errConfig, err)
 		}
 	}
 
