@@ -41,6 +41,8 @@ type loadGen struct {
 	normalSent                                                      atomic.Int64
 	examples                                                        exampleList
 
+	slowest [2]atomic.Int64 // the longest reply time (ns) since the monitor last took it: [0] upstream names, [1] hits
+
 	lateMu    sync.Mutex
 	lateRcode map[string]int64 // replies after the timeout, by rcode
 	lateMax   time.Duration    // the latest of them
@@ -60,7 +62,7 @@ type genConn struct {
 	expired [1 << 16]int64 // send time (UnixNano) of a query failed by the sweep, by ID; 0: none
 	order   []idAt         // pending IDs in send order, for the timeout sweep
 	nextID  uint16
-	lat     []uint32 // reply times in µs of the queries answered
+	lat     [2][]uint32 // reply times in µs of the queries answered: [0] upstream names, [1] hits
 }
 
 type idAt struct {
@@ -244,6 +246,30 @@ func (g *loadGen) fail(c *atomic.Int64, p pend, format string, a ...any) {
 	}
 }
 
+// kindIndex is 1 for a hit, 0 for an upstream name.
+func kindIndex(hit int64) int {
+	if hit >= 0 {
+		return 1
+	}
+	return 0
+}
+
+// raise sets a to v if v is larger.
+func raise(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+// takeSlowest returns the longest reply time for upstream names and for
+// hits since the last call.
+func (g *loadGen) takeSlowest() (upstream, hit time.Duration) {
+	return time.Duration(g.slowest[0].Swap(0)), time.Duration(g.slowest[1].Swap(0))
+}
+
 func kind(hit int64) string {
 	if hit >= 0 {
 		return "hit"
@@ -279,7 +305,9 @@ func (g *loadGen) receive(gc *genConn) {
 		exp := gc.expired[id]
 		gc.expired[id] = 0
 		if p.sent != 0 {
-			gc.lat = append(gc.lat, uint32(min((now-p.sent)/1e3, 1<<32-1)))
+			k := kindIndex(p.hit)
+			gc.lat[k] = append(gc.lat[k], uint32(min((now-p.sent)/1e3, 1<<32-1)))
+			raise(&g.slowest[k], now-p.sent)
 		}
 		gc.mu.Unlock()
 		if p.sent == 0 {
@@ -364,7 +392,20 @@ type genResult struct {
 	examples                                                        []string
 	lateRcode                                                       map[string]int64
 	lateMax                                                         time.Duration
-	p50, p99, p999, maxLat                                          time.Duration // of the replies in time
+	lat                                                             [2]latency // of the replies in time: [0] upstream names, [1] hits
+}
+
+// latency sums up reply times.
+type latency struct {
+	n                   int
+	p50, p99, p999, max time.Duration
+}
+
+func (l latency) String() string {
+	if l.n == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("p50 %v, p99 %v, p99.9 %v, max %v", l.p50, l.p99, l.p999, l.max)
 }
 
 func (r genResult) failed() int64 { return r.timedOut + r.badRcode + r.wrong + r.sendErr }
@@ -393,20 +434,22 @@ func (g *loadGen) result() genResult {
 // latencies sets the reply time percentiles of r (a sort of every reply
 // time: for the report at the end, not for progress lines).
 func (g *loadGen) latencies(r *genResult) {
-	var lat []uint32
-	for _, gc := range g.conns {
-		gc.mu.Lock()
-		lat = append(lat, gc.lat...)
-		gc.mu.Unlock()
+	for k := range r.lat {
+		var lat []uint32
+		for _, gc := range g.conns {
+			gc.mu.Lock()
+			lat = append(lat, gc.lat[k]...)
+			gc.mu.Unlock()
+		}
+		if len(lat) == 0 {
+			continue
+		}
+		slices.Sort(lat)
+		q := func(p float64) time.Duration {
+			return time.Duration(lat[min(len(lat)-1, int(p*float64(len(lat))))]) * time.Microsecond
+		}
+		r.lat[k] = latency{n: len(lat), p50: q(0.5), p99: q(0.99), p999: q(0.999), max: time.Duration(lat[len(lat)-1]) * time.Microsecond}
 	}
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	q := func(p float64) time.Duration {
-		return time.Duration(lat[min(len(lat)-1, int(p*float64(len(lat))))]) * time.Microsecond
-	}
-	r.p50, r.p99, r.p999, r.maxLat = q(0.5), q(0.99), q(0.999), time.Duration(lat[len(lat)-1])*time.Microsecond
 }
 
 // drops is the kernel's drop counter summed over the load's sockets.

@@ -289,8 +289,9 @@ func (m *monitor) run(ctx context.Context, start time.Time, every time.Duration,
 		}
 		g := m.gen.result()
 		rl := m.rl.result()
-		fmt.Fprintf(m.out, "  %5v: sent %d answered %d failed %d (hits %d), upstream asked %d, reloads %d, heap_inuse %s, RSS %s, goroutines %d, load avg %s\n",
-			s.at, g.sent, g.answered, g.failed(), g.hitsSent, m.up.asked.Load(), len(rl.took), mib(s.heap), mib(s.rss), s.goroutines, loadavg())
+		su, sh := m.gen.takeSlowest()
+		fmt.Fprintf(m.out, "  %5v: sent %d answered %d failed %d (hits %d), slowest reply %v (hits %v), upstream asked %d, reloads %d, heap_inuse %s, RSS %s, goroutines %d, load avg %s\n",
+			s.at, g.sent, g.answered, g.failed(), g.hitsSent, su.Round(time.Millisecond), sh.Round(time.Millisecond), m.up.asked.Load(), len(rl.took), mib(s.heap), mib(s.rss), s.goroutines, loadavg())
 		if !at.Before(until) {
 			return
 		}

@@ -37,8 +37,9 @@ func (r *report) print(w io.Writer) bool {
 	g := r.gen
 	fmt.Fprintf(w, "\nqueries: sent %d (%.0f qps over %v), answered %d, failed %d (timed out > %v %d, SERVFAIL or other rcode %d, wrong answer %d, send error %d)\n",
 		g.sent, float64(g.sent)/r.o.duration.Seconds(), r.o.duration, g.answered, g.failed(), r.o.timeout, g.timedOut, g.badRcode, g.wrong, g.sendErr)
-	fmt.Fprintf(w, "replies in time: p50 %v, p99 %v, p99.9 %v, max %v; after the timeout: %d (rcodes %v, the latest %v after its query); kernel drops (UDP receive buffer full): sinkd's socket %d, fake upstream's %d, the load's %d\n",
-		g.p50, g.p99, g.p999, g.maxLat, g.late, g.lateRcode, g.lateMax.Round(time.Millisecond), r.drops, r.upDrops, r.genDrops)
+	fmt.Fprintf(w, "reply times (in time): hits %v; upstream names %v\n", g.lat[1], g.lat[0])
+	fmt.Fprintf(w, "replies after the timeout: %d (rcodes %v, the latest %v after its query); kernel drops (UDP receive buffer full): sinkd's socket %d, fake upstream's %d, the load's %d\n",
+		g.late, g.lateRcode, g.lateMax.Round(time.Millisecond), r.drops, r.upDrops, r.genDrops)
 	for _, e := range g.examples {
 		fmt.Fprintln(w, "  failed:", e)
 	}
