@@ -21,8 +21,18 @@ type VerifyResult struct {
 	FinalHash string // the hash of the last record (64 zeros for an empty log)
 	// Incomplete is set when the newest segment ends with a line without a
 	// newline: being written right now, or torn by a crash (the next start
-	// cuts it and writes a gap record). That line is not counted.
-	Incomplete bool
+	// cuts it and writes a gap record). That line is not counted;
+	// IncompleteFile and IncompleteLine say where it is.
+	Incomplete     bool
+	IncompleteFile string
+	IncompleteLine int
+}
+
+// noteIncomplete records an incomplete last line at file:line (0: none).
+func (r *VerifyResult) noteIncomplete(file string, line int) {
+	if line > 0 {
+		r.Incomplete, r.IncompleteFile, r.IncompleteLine = true, file, line
+	}
 }
 
 // VerifyError is the first broken link of a chain: FILE:LINE: reason.
@@ -44,7 +54,7 @@ type evSegCheck struct {
 	err        *VerifyError
 	prunes     []evPruned
 	chain      string // the chain named by the last start record seen
-	incomplete bool
+	incomplete int    // the line number of an incomplete last line, or 0
 }
 
 type evPruned struct {
@@ -101,7 +111,7 @@ func Verify(ctx context.Context, dir string, key []byte) (VerifyResult, error) {
 		if c.records == 0 && c.err == nil {
 			if i == len(segs)-1 {
 				res.Segments--
-				res.Incomplete = res.Incomplete || c.incomplete
+				res.noteIncomplete(s.path, c.incomplete)
 				break
 			}
 			return fail(1, "empty segment")
@@ -132,7 +142,7 @@ func Verify(ctx context.Context, dir string, key []byte) (VerifyResult, error) {
 		}
 		res.Records += c.records
 		prevSeq, prevHash, prevName = c.lastSeq, c.lastHash, s.name
-		res.Incomplete = res.Incomplete || c.incomplete
+		res.noteIncomplete(s.path, c.incomplete)
 	}
 	res.FinalHash = prevHash
 	return res, nil
@@ -197,7 +207,7 @@ func evCheckSegment(ctx context.Context, s evSeg, key []byte, newest bool) evSeg
 		}
 		if !complete {
 			if newest && !s.gz {
-				c.incomplete = true
+				c.incomplete = n
 				break
 			}
 			return fail(n, "incomplete last line")

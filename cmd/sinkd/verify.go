@@ -42,7 +42,8 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "ok: %d records in %d segments, final hash %s\n", res.Records, res.Segments, res.FinalHash)
 	if res.Incomplete {
-		fmt.Fprintln(stderr, "sinkd verify: the newest segment ends with an incomplete line (being written, or torn by a crash): not counted")
+		fmt.Fprintf(stderr, "sinkd verify: %s:%d: incomplete last line (being written, or torn by a crash; the next start cuts it): not counted\n",
+			res.IncompleteFile, res.IncompleteLine)
 	}
 	return nil
 }
