@@ -100,12 +100,13 @@ func (rl *reloader) reload(ctx context.Context, c *dns.Client, k int) error {
 	rl.mu.Lock()
 	rl.probes[strings.TrimSuffix(add, ".")] = true
 	rl.mu.Unlock()
-	if got := probe(c, rl.sd.DNS, add); got != netip.MustParseAddr(sinkholeAddr) {
-		return fmt.Errorf("live (sha256 in /api/v1/lists), but %s, added, is answered %v", add, got)
+	if got, err := probe(c, rl.sd.DNS, add); err != nil || got != netip.MustParseAddr(sinkholeAddr) {
+		return fmt.Errorf("live (sha256 in /api/v1/lists), but %s, added, is answered %v (%v)", add, got, err)
 	}
 	if rm != "" {
-		if want, _ := upstreamAnswer(rm); probe(c, rl.sd.DNS, rm) != want {
-			return fmt.Errorf("live (sha256 in /api/v1/lists), but %s, removed, is not answered by the upstream", rm)
+		want, _ := upstreamAnswer(rm)
+		if got, err := probe(c, rl.sd.DNS, rm); err != nil || got != want {
+			return fmt.Errorf("live (sha256 in /api/v1/lists), but %s, removed, is answered %v (%v), not %v by the upstream", rm, got, err, want)
 		}
 	}
 	rl.mu.Lock()
@@ -137,20 +138,27 @@ func (rl *reloader) listStatus() (status, sum string, err error) {
 	return "", "", fmt.Errorf("no %s", listName)
 }
 
-// probe is the A record sinkd answers for name (invalid on any failure).
-func probe(c *dns.Client, server, name string) netip.Addr {
+// probe is the A record sinkd answers for name; an error for a timeout,
+// an rcode other than NOERROR or an answer that is not one A record.
+func probe(c *dns.Client, server, name string) (netip.Addr, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(name, dns.TypeA)
 	r, _, err := c.Exchange(m, server)
-	if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
-		return netip.Addr{}
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return netip.Addr{}, fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
+	}
+	if len(r.Answer) != 1 {
+		return netip.Addr{}, fmt.Errorf("%d answer records", len(r.Answer))
 	}
 	a, ok := r.Answer[0].(*dns.A)
 	if !ok {
-		return netip.Addr{}
+		return netip.Addr{}, fmt.Errorf("answer %v", r.Answer[0])
 	}
 	ip, _ := netip.AddrFromSlice(a.A)
-	return ip.Unmap()
+	return ip.Unmap(), nil
 }
 
 // reloadResult is what the reloader saw.
