@@ -41,6 +41,8 @@ type loadGen struct {
 	normalSent                                                      atomic.Int64
 	examples                                                        exampleList
 
+	sockDrops atomic.Int64 // the kernel's drops at the load's sockets, read before they close
+
 	slowest [2]atomic.Int64 // the longest reply time (ns) since the monitor last took it: [0] upstream names, [1] hits
 
 	lateMu    sync.Mutex
@@ -195,6 +197,7 @@ loop:
 	time.Sleep(g.o.timeout + 200*time.Millisecond) // the last replies may still come
 	close(sweepStop)
 	<-sweepDone
+	g.sockDrops.Store(g.drops()) // while the sockets are open
 	for _, gc := range g.conns {
 		_ = gc.c.Close()
 	}

@@ -20,9 +20,10 @@
 //	go run ./bench/soak                                   # 5000 qps for 10 minutes, reload every 30 s
 //	go run ./bench/soak -duration 90s -reload-every 15s -warmup 50s -heap-window 20s -segment-size 1MiB
 //
-// It exits 1 if any query failed, hits recorded != hits sent, a reload was
-// not seen live, sinkd did not exit cleanly, verify failed or the heap grew
-// more than -max-heap-growth; 2 on a usage error. Everything talks to
+// It exits 1 if any query failed, hits recorded != hits sent (or a hit
+// record is duplicated, unexpected or a gap), a reload was not seen live,
+// sinkd did not exit 0 after SIGTERM or logged an ERROR, verify failed or
+// the heap grew more than -max-heap-growth; 2 on a usage error. Everything talks to
 // 127.0.0.1 only: sinkd, its fake upstream (in this process) and the load.
 package main
 
@@ -220,17 +221,15 @@ access:
 	wg.Wait() // the load has stopped and its last replies have come (or timed out)
 	drops1, _ := sinkdproc.UDPDrops(sd.DNS)
 	upDrops1, _ := sinkdproc.UDPDrops(up.addr)
-	genDrops := gen.drops()
 	time.Sleep(o.settle)
 
 	termErr := sd.Terminate(30 * time.Second)
 
 	var r report
 	r.o = o
-	r.loadTime = time.Since(start)
 	r.gen = gen.result()
 	gen.latencies(&r.gen)
-	r.drops, r.upDrops, r.genDrops = drops1-drops0, upDrops1-upDrops0, genDrops
+	r.drops, r.upDrops, r.genDrops = drops1-drops0, upDrops1-upDrops0, gen.sockDrops.Load()
 	r.upstreamAsked = up.asked.Load()
 	r.reloads = rl.result()
 	r.heap = mon.samples

@@ -10,7 +10,6 @@ import (
 // report is everything the soak found.
 type report struct {
 	o             options
-	loadTime      time.Duration
 	gen           genResult
 	drops         int64 // at sinkd's DNS socket
 	upDrops       int64 // at the fake upstream's socket
