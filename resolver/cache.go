@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -16,9 +17,11 @@ import (
 	"github.com/sinkd/sinkd/sinkhole"
 )
 
-// The cache stores upstream answers unfiltered, in wire format, so that a
-// cache hit is a copy and a few patches: no unpacking, no packing. Policy runs
-// after the cache (DESIGN.md), so a reload needs no flush.
+// The cache stores upstream answers unfiltered by policy, in wire format, so
+// that a cache hit is a copy and a few patches: no unpacking, no packing.
+// Policy runs after the cache (DESIGN.md), so a reload needs no flush. What
+// is stored is scrubbed first: records that are not part of the answer to
+// the question asked (cache poisoning) are neither stored nor served.
 
 const (
 	// staleWindow is how long past expiry an entry may still be served when
@@ -162,6 +165,54 @@ func (c *cache) newEntry(key []byte, m *dns.Msg, now time.Time) *entry {
 	}
 	m.Extra = extra
 
+	ttl, ok := c.prepare(m, qname)
+	if !ok {
+		return nil
+	}
+	m.Id = 0
+	m.Compress = true
+	msg, err := m.Pack()
+	if err != nil {
+		return nil
+	}
+	if new(dns.Msg).Unpack(msg) != nil {
+		// miekg unpacks some malformed records leniently (an SOA whose
+		// RDATA ends after its first name) and packs them into bytes it
+		// cannot unpack: served, they would be a malformed reply. Drop
+		// them and try once more.
+		n := len(m.Answer) + len(m.Ns) + len(m.Extra)
+		m.Answer, m.Ns, m.Extra = packable(m.Answer), packable(m.Ns), packable(m.Extra)
+		if c.scrubbed != nil {
+			c.scrubbed.Add(float64(n - len(m.Answer) - len(m.Ns) - len(m.Extra)))
+		}
+		if ttl, ok = c.prepare(m, qname); !ok {
+			return nil
+		}
+		if msg, err = m.Pack(); err != nil || new(dns.Msg).Unpack(msg) != nil {
+			return nil
+		}
+	}
+	if len(msg) > maxEntrySize {
+		return nil
+	}
+	e := &entry{
+		key:     bytes.Clone(key),
+		msg:     msg,
+		rcode:   m.Rcode,
+		stored:  now,
+		expires: now.Add(time.Duration(ttl) * time.Second),
+		ttl:     ttl,
+		answer:  extractAnswer(m),
+	}
+	if e.ttlOffs, e.ttls, err = ttlOffsets(msg); err != nil {
+		return nil
+	}
+	return e
+}
+
+// prepare scrubs m and clamps its TTLs, and returns the entry's TTL; false
+// means an rcode that is not cached.
+func (c *cache) prepare(m *dns.Msg, qname []byte) (uint32, bool) {
 	var ttl uint32
 	switch m.Rcode {
 	case dns.RcodeServerFailure:
@@ -184,27 +235,9 @@ func (c *cache) newEntry(key []byte, m *dns.Msg, now time.Time) *entry {
 			}
 		}
 	default:
-		return nil
+		return 0, false
 	}
-	m.Id = 0
-	m.Compress = true
-	msg, err := m.Pack()
-	if err != nil || len(msg) > maxEntrySize {
-		return nil
-	}
-	e := &entry{
-		key:     bytes.Clone(key),
-		msg:     msg,
-		rcode:   m.Rcode,
-		stored:  now,
-		expires: now.Add(time.Duration(ttl) * time.Second),
-		ttl:     ttl,
-		answer:  extractAnswer(m),
-	}
-	if e.ttlOffs, e.ttls, err = ttlOffsets(msg); err != nil {
-		return nil
-	}
-	return e
+	return ttl, true
 }
 
 // negativeTTL is min(SOA TTL, SOA MINIMUM) of the authority SOA (RFC 2308
@@ -385,11 +418,14 @@ const maxChain = 32
 // Records of a class other than IN go too.
 func scrub(m *dns.Msg, qname []byte) int {
 	before := len(m.Answer) + len(m.Ns) + len(m.Extra)
+	// One buffer for every name's wire form: most names are short.
+	nb := names{buf: make([]byte, 0, 32*before+maxNameLen+1)}
+	m.Answer, m.Ns, m.Extra = onlyIN(m.Answer), onlyIN(m.Ns), onlyIN(m.Extra)
 
 	// Answer: follow the chain from qname.
 	owners := make([][]byte, len(m.Answer))
 	for i, rr := range m.Answer {
-		owners[i] = ownerName(rr)
+		owners[i] = nb.wire(rr.Header().Name)
 	}
 	chain := [][]byte{qname}
 	var loop []byte // where the last chain name points back into the chain
@@ -399,7 +435,7 @@ func scrub(m *dns.Msg, qname []byte) int {
 		for i, rr := range m.Answer {
 			d, ok := rr.(*dns.DNAME)
 			if ok && owners[i] != nil && len(owners[i]) < len(cur) && isSubdomain(cur, owners[i]) {
-				if next = synthesize(cur, owners[i], wireName(d.Target)); next != nil {
+				if next = synthesize(cur, owners[i], nb.wire(d.Target)); next != nil {
 					dnames[i] = true
 					break
 				}
@@ -408,7 +444,7 @@ func scrub(m *dns.Msg, qname []byte) int {
 		if next == nil {
 			for i, rr := range m.Answer {
 				if c, ok := rr.(*dns.CNAME); ok && bytes.Equal(owners[i], cur) {
-					next = wireName(c.Target)
+					next = nb.wire(c.Target)
 					break
 				}
 			}
@@ -425,7 +461,7 @@ func scrub(m *dns.Msg, qname []byte) int {
 	keep := make([]bool, len(m.Answer))
 	for i, rr := range m.Answer {
 		switch k := chainIndex(chain, owners[i]); {
-		case rr.Header().Class != dns.ClassINET || owners[i] == nil:
+		case owners[i] == nil:
 		case k >= 0:
 			// At a chain name, only the CNAME that goes on (or closes a loop).
 			if c, ok := rr.(*dns.CNAME); ok {
@@ -433,7 +469,7 @@ func scrub(m *dns.Msg, qname []byte) int {
 				if k+1 < len(chain) {
 					next = chain[k+1]
 				}
-				keep[i] = next != nil && bytes.Equal(wireName(c.Target), next)
+				keep[i] = next != nil && bytes.Equal(nb.wire(c.Target), next)
 			} else {
 				keep[i] = true
 			}
@@ -444,7 +480,7 @@ func scrub(m *dns.Msg, qname []byte) int {
 	for i, rr := range m.Answer { // the signatures of the DNAMEs kept
 		if sig, ok := rr.(*dns.RRSIG); ok && !keep[i] && sig.TypeCovered == dns.TypeDNAME {
 			for j := range m.Answer {
-				if dnames[j] && bytes.Equal(owners[j], owners[i]) && rr.Header().Class == dns.ClassINET {
+				if dnames[j] && bytes.Equal(owners[j], owners[i]) {
 					keep[i] = true
 					break
 				}
@@ -458,7 +494,7 @@ func scrub(m *dns.Msg, qname []byte) int {
 		}
 		answer = append(answer, rr)
 		if sig, ok := rr.(*dns.RRSIG); ok {
-			if z := wireName(sig.SignerName); z != nil && isSubdomain(owners[i], z) {
+			if z := nb.wire(sig.SignerName); z != nil && isSubdomain(owners[i], z) {
 				zones = append(zones, z)
 			}
 		}
@@ -472,7 +508,7 @@ func scrub(m *dns.Msg, qname []byte) int {
 	nsKeep := make([]bool, len(m.Ns))
 	for i, rr := range m.Ns {
 		h := rr.Header()
-		if nsOwners[i] = ownerName(rr); nsOwners[i] == nil || h.Class != dns.ClassINET {
+		if nsOwners[i] = nb.wire(h.Name); nsOwners[i] == nil {
 			continue
 		}
 		switch coveredType(rr) {
@@ -488,7 +524,7 @@ func scrub(m *dns.Msg, qname []byte) int {
 	}
 	ns := m.Ns[:0]
 	for i, rr := range m.Ns {
-		if t := coveredType(rr); (t == dns.TypeNSEC || t == dns.TypeNSEC3) && nsOwners[i] != nil && rr.Header().Class == dns.ClassINET {
+		if t := coveredType(rr); (t == dns.TypeNSEC || t == dns.TypeNSEC3) && nsOwners[i] != nil {
 			for _, z := range zones {
 				if isSubdomain(nsOwners[i], z) {
 					nsKeep[i] = true
@@ -511,12 +547,35 @@ func scrub(m *dns.Msg, qname []byte) int {
 	}
 	extra := m.Extra[:0]
 	for _, rr := range m.Extra {
-		if owner := ownerName(rr); rr.Header().Class == dns.ClassINET && owner != nil && isSubdomain(owner, cut) {
+		if owner := nb.wire(rr.Header().Name); owner != nil && isSubdomain(owner, cut) {
 			extra = append(extra, rr)
 		}
 	}
 	m.Extra = extra
 	return before - len(m.Answer) - len(m.Ns) - len(m.Extra)
+}
+
+// packable returns the records of rrs that unpack again once packed, in
+// place.
+func packable(rrs []dns.RR) []dns.RR {
+	out := rrs[:0]
+	for _, rr := range rrs {
+		b := make([]byte, dns.Len(rr)+1)
+		n, err := dns.PackRR(rr, b, 0, nil, false)
+		if err != nil {
+			continue
+		}
+		if _, _, err := dns.UnpackRR(b[:n], 0); err != nil {
+			continue
+		}
+		out = append(out, rr)
+	}
+	return out
+}
+
+// onlyIN returns the records of rrs of class IN, in place.
+func onlyIN(rrs []dns.RR) []dns.RR {
+	return slices.DeleteFunc(rrs, func(rr dns.RR) bool { return rr.Header().Class != dns.ClassINET })
 }
 
 // coveredType is rr's type, or for an RRSIG the type it covers.
@@ -530,12 +589,25 @@ func coveredType(rr dns.RR) uint16 {
 // wireName returns name in lower-case wire format, or nil if it is not a
 // valid name.
 func wireName(name string) []byte {
-	var buf [maxNameLen + 1]byte
-	n, err := dns.PackDomainName(dns.Fqdn(name), buf[:], 0, nil, false)
+	var nb names
+	return nb.wire(name)
+}
+
+// names holds wire names in one buffer that grows; a name returned stays
+// valid (and unchanged) when it does.
+type names struct{ buf []byte }
+
+// wire appends name in lower-case wire format and returns it, or nil if
+// it is not a valid name.
+func (nb *names) wire(name string) []byte {
+	start := len(nb.buf)
+	nb.buf = slices.Grow(nb.buf, maxNameLen+1)
+	n, err := dns.PackDomainName(dns.Fqdn(name), nb.buf[start:start+maxNameLen+1], 0, nil, false)
 	if err != nil {
 		return nil
 	}
-	w := bytes.Clone(buf[:n])
+	nb.buf = nb.buf[:start+n]
+	w := nb.buf[start : start+n : start+n]
 	for i, c := range w {
 		if 'A' <= c && c <= 'Z' { // length bytes are below 64
 			w[i] = c + 'a' - 'A'
@@ -543,8 +615,6 @@ func wireName(name string) []byte {
 	}
 	return w
 }
-
-func ownerName(rr dns.RR) []byte { return wireName(rr.Header().Name) }
 
 // isSubdomain reports whether the wire name child is parent or below it,
 // label by label (an escaped dot inside a label is no boundary).

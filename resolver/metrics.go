@@ -119,7 +119,7 @@ func newMetrics(reg prometheus.Registerer, entries func() float64) *metrics {
 	m.tcpConns = f.NewGauge(prometheus.GaugeOpts{Name: "sinkd_tcp_connections", Help: "Open DNS-over-TCP client connections."})
 	m.tcpReject = f.NewCounter(prometheus.CounterOpts{Name: "sinkd_tcp_rejected_connections_total", Help: "TCP connections closed at once because listen.tcp_max_conns were open."})
 	m.overload = f.NewCounter(prometheus.CounterOpts{Name: "sinkd_overload_servfail_total", Help: "Cache misses answered SERVFAIL at once because too many queries were already waiting on upstream."})
-	m.scrubbed = f.NewCounter(prometheus.CounterOpts{Name: "sinkd_upstream_scrubbed_records_total", Help: "Records removed from upstream replies before caching: not in the answer's CNAME/DNAME chain, its zone or the zone's glue (cache poisoning)."})
+	m.scrubbed = f.NewCounter(prometheus.CounterOpts{Name: "sinkd_upstream_scrubbed_records_total", Help: "Records removed from upstream replies before caching: outside the answer's CNAME/DNAME chain, its zone and the zone's glue (cache poisoning), or malformed."})
 	return m
 }
 
