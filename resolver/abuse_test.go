@@ -612,11 +612,13 @@ func TestTCPConnectionFloodIsCapped(t *testing.T) {
 			waitFor(t, "the flood accepted", func() bool { return testutil.ToFloat64(ts.m.tcpConns) == maxConns })
 
 			if tt.idle > 5*time.Second { // long enough to tell a refusal from an idle close
+				began := time.Now()
 				for i, c := range dialFlood(t, ts.addr, extra) {
 					if err := closedByServer(c); err != nil {
 						t.Errorf("connection %d over the cap: %v", maxConns+i, err)
 					}
 				}
+				t.Logf("%d connections over the cap of %d dialled and closed by the server in %v", extra, maxConns, time.Since(began))
 				if got := testutil.ToFloat64(ts.m.tcpReject); got != extra {
 					t.Errorf("sinkd_tcp_rejected_connections_total = %v, want %d", got, extra)
 				}
@@ -632,8 +634,10 @@ func TestTCPConnectionFloodIsCapped(t *testing.T) {
 				t.Errorf("UDP during the flood: %v", r.Answer)
 			}
 
+			began := time.Now()
 			tt.release(t, flood)
 			waitFor(t, "a TCP client served after the flood", func() bool { return ts.askTCP("after.example.") == nil })
+			t.Logf("a new TCP client served %v after the flood's release began", time.Since(began))
 		})
 	}
 }
@@ -674,7 +678,9 @@ func TestTCPSlowClientIsCut(t *testing.T) {
 			sent.Add(1)
 		}
 	}()
+	began := time.Now()
 	err = closedByServer(c)
+	t.Logf("cut after %v, %d of %d bytes sent", time.Since(began), sent.Load(), len(msg))
 	close(stop)
 	<-done
 	if err != nil {
@@ -738,10 +744,13 @@ func TestTCPClientThatNeverReadsIsClosed(t *testing.T) {
 	}
 	// The server gives up on the client after one write waited out the
 	// idle timeout, and drops the replies queued behind it at once.
+	began := time.Now()
 	waitFor(t, "the non-reading connection closed", func() bool {
 		maxSlow = max(maxSlow, ts.slow.Load())
 		return testutil.ToFloat64(ts.m.tcpConns) == 0
 	})
+	t.Logf("non-reading client closed %v after others were served; at most %d of its queries waiting at once, %v upstream misses",
+		time.Since(began), maxSlow, testutil.ToFloat64(ts.m.misses))
 	if maxSlow > tcpPipeline {
 		t.Errorf("%d queries of one connection waiting at once, want at most %d", maxSlow, tcpPipeline)
 	}
