@@ -87,7 +87,9 @@ func walkLists(root string, v listVisitor) error {
 		// file, and fails to read as a directory.
 		fi, err := os.Stat(p)
 		if err != nil {
-			if d.Type()&fs.ModeSymlink == 0 && errors.Is(err, fs.ErrNotExist) {
+			// d may be out of date (a file replaced by a dangling link
+			// since the listing): only a name that is gone is gone.
+			if _, lerr := os.Lstat(p); errors.Is(lerr, fs.ErrNotExist) {
 				return nil // removed since its directory was listed
 			}
 			fi = nil // a dangling link: the file fails to read
