@@ -505,6 +505,14 @@ func TestCheckCommand(t *testing.T) {
 	if _, code := run("-format", "yaml", good); code != 2 {
 		t.Errorf("bad -format: exit %d, want 2", code)
 	}
+	// check reads lists with serve's zones.max_file_size.
+	cfg := filepath.Join(dir, "small.yaml")
+	if err := os.WriteFile(cfg, []byte("zones:\n  max_file_size: 16\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := run("-config", cfg, good); code != 1 || !strings.Contains(out, "file too large") {
+		t.Errorf("check with zones.max_file_size 16: exit %d, want 1 and file too large\n%s", code, out)
+	}
 }
 
 func TestVersion(t *testing.T) {
