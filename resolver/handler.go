@@ -124,6 +124,14 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 	r.keyLen = len(appendKey(r.key[:0], q))
 	key := r.key[:r.keyLen]
 	e := s.cache.get(key)
+	if e != nil && e.fresh(now) && e.rcode == rcodeServFail {
+		// A failure remembered for servfailTTL: say it is one (RFC 8914 13).
+		if !slow {
+			s.m.hits.Inc()
+		}
+		out = s.servFail(out, r, &qv, edeCachedError, "", now)
+		return s.reply(out, start, q, p, now)
+	}
 	if e != nil && !e.fresh(now) && s.recentlyFailed(e, now) {
 		// RFC 8767's failure recheck: upstream failed for this name moments
 		// ago; answer stale at once instead of waiting out another timeout.
@@ -150,19 +158,25 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 	s.m.misses.Inc()
 	e, err := s.resolve(ctx, key, q)
 	if err != nil {
-		if st := s.cache.get(key); st != nil && s.cfg.Cache.ServeStale && now.Sub(st.expires) < staleWindow {
-			st.failedAt.Store(now.UnixNano())
-			s.m.stale.Inc()
-			out = s.answer(out, r, pol, &qv, st, now, true)
-			return s.reply(out, start, q, p, now)
+		// A SERVFAIL entry is never an answer to fall back on: served
+		// stale, it would hide the upstream for staleRecheck, not 5 s.
+		if st := s.cache.get(key); st != nil && st.rcode != rcodeServFail {
+			switch {
+			case st.fresh(now): // stored meanwhile (a prefetch, another flight)
+				out = s.answer(out, r, pol, &qv, st, now, false)
+				return s.reply(out, start, q, p, now)
+			case s.cfg.Cache.ServeStale && now.Sub(st.expires) < staleWindow:
+				st.failedAt.Store(now.UnixNano())
+				s.m.stale.Inc()
+				out = s.answer(out, r, pol, &qv, st, now, true)
+				return s.reply(out, start, q, p, now)
+			}
 		}
 		// Remember the failure briefly so a dead upstream is not asked again
 		// for every retry of every client.
 		s.cache.addServFail(key, q, now)
-		out = q.appendError(out, rcodeServFail, true)
-		if qv.Hit() && !qv.Allowed {
-			s.record(r, &qv, out[start:], nil, now)
-		}
+		code, text := servFailReason(err)
+		out = s.servFail(out, r, &qv, code, text, now)
 		return s.reply(out, start, q, p, now)
 	}
 	out = s.answer(out, r, pol, &qv, e, now, false)
@@ -174,11 +188,54 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 const staleRecheck = 30 * time.Second
 
 // recentlyFailed reports whether e may be served stale without asking
-// upstream: stale answers are on, e is within the stale window, and
-// upstream failed for it less than staleRecheck ago.
+// upstream: stale answers are on, e is an answer (not a SERVFAIL) within
+// the stale window, and upstream failed for it less than staleRecheck ago.
 func (s *Server) recentlyFailed(e *entry, now time.Time) bool {
 	f := e.failedAt.Load()
-	return s.cfg.Cache.ServeStale && f != 0 && now.Sub(e.expires) < staleWindow && now.UnixNano()-f < int64(staleRecheck)
+	return s.cfg.Cache.ServeStale && f != 0 && e.rcode != rcodeServFail &&
+		now.Sub(e.expires) < staleWindow && now.UnixNano()-f < int64(staleRecheck)
+}
+
+// EDE info-codes of SERVFAIL replies (RFC 8914). Their texts are a closed
+// set (servFailReason): nothing of the upstream's error, its address
+// included, reaches clients.
+const (
+	edeOther       = 0  // "Other": an upstream answer we cannot relay
+	edeCachedError = 13 // "Cached Error": a SERVFAIL remembered for servfailTTL
+	edeNoReachable = 22 // "No Reachable Authority": no upstream answered usefully
+)
+
+// servFailReason is the EDE code and text of a SERVFAIL for an upstream
+// failure err.
+func servFailReason(err error) (code int, text string) {
+	switch {
+	case errors.Is(err, errUncacheable):
+		return edeOther, "upstream answer unusable"
+	case errors.Is(err, context.DeadlineExceeded):
+		return edeNoReachable, "upstream timed out"
+	default: // errors, SERVFAIL, REFUSED, broken replies
+		return edeNoReachable, "upstream failed"
+	}
+}
+
+// servFail writes a SERVFAIL with the question and, when the query had
+// EDNS, EDE code and text; a log rule's hit is still recorded.
+func (s *Server) servFail(out []byte, r *request, qv *sinkhole.Verdict, code int, text string, now time.Time) []byte {
+	q := &r.q
+	start := len(out)
+	var ar uint16
+	if q.edns {
+		ar = 1
+	}
+	out = appendHeader(out, q.id, q.replyFlags(rcodeServFail), 1, 0, 0, ar)
+	out = append(out, q.question...)
+	if q.edns {
+		out = appendOPT(out, rcodeServFail, q.do, code, text)
+	}
+	if qv.Hit() && !qv.Allowed {
+		s.record(r, qv, out[start:], nil, now)
+	}
+	return out
 }
 
 // answer writes the reply from a cache entry, unless the answer's CNAME

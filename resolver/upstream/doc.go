@@ -16,9 +16,16 @@
 // and unparsable ones. A reply with TC set is asked again over TCP.
 //
 // TCP and TLS: one long-lived connection per upstream, pipelined (IDs
-// unique on the connection, one reader goroutine matching replies by ID),
-// replaced when it dies; a query that fails because a reused connection
-// died is retried once on a new one. A connection that lets a query's
+// unique on the connection, one reader goroutine matching replies by ID
+// and question; a reply with another question is dropped and the query
+// keeps waiting), replaced when it dies; a query that fails because a
+// reused connection died is retried once on a new one. A reply with the
+// query's ID and question that does not parse ends the connection: the
+// stream is out of step (a short length prefix) or the server broken.
+//
+// Every transport rejects a reply holding fewer records than its header
+// counts (unless TC is set): miekg/dns would take a message cut after its
+// question for an empty answer. A connection that lets a query's
 // deadline pass without delivering any reply is dropped. Dials are not
 // cut short by the query that triggered them (only by Config.Timeout), so
 // a slow handshake still serves the next query. TLS uses a session cache.

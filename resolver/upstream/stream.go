@@ -137,7 +137,7 @@ func (t *streamTransport) runDial(call *dialCall) {
 		close(call.done)
 		return
 	}
-	c := &streamConn{nc: nc, pending: make(map[uint16]chan []byte), dead: make(chan struct{})}
+	c := &streamConn{nc: nc, pending: make(map[uint16]*pendingQuery), dead: make(chan struct{})}
 	c.lastRead.Store(time.Now().UnixNano())
 	t.cur = c
 	t.wg.Add(1)
@@ -175,9 +175,15 @@ type streamConn struct {
 	wmu sync.Mutex // serializes writes
 
 	mu      sync.Mutex
-	pending map[uint16]chan []byte // by wire ID; each buffered (1)
-	dead    chan struct{}          // closed by kill
-	err     error                  // why; set before dead is closed
+	pending map[uint16]*pendingQuery // by wire ID
+	dead    chan struct{}            // closed by kill
+	err     error                    // why; set before dead is closed
+}
+
+// pendingQuery is a query waiting on a connection.
+type pendingQuery struct {
+	query []byte      // as written, with its wire ID: replies are checked against it
+	reply chan []byte // buffered (1); receives the one reply that answers query
 }
 
 func (c *streamConn) isDead() bool {
@@ -202,7 +208,9 @@ func (c *streamConn) kill(err error) {
 }
 
 // readLoop reads length-prefixed replies and hands each to the query
-// waiting for its ID; replies nobody waits for (late, unknown) are dropped.
+// waiting for its ID when it answers that query's question; replies nobody
+// waits for (late, unknown ID) or with another question are dropped, and
+// the query keeps waiting (until its deadline) for its answer.
 func (c *streamConn) readLoop() {
 	r := bufio.NewReader(c.nc)
 	var lenBuf [2]byte
@@ -223,17 +231,22 @@ func (c *streamConn) readLoop() {
 		}
 		id := binary.BigEndian.Uint16(msg)
 		c.mu.Lock()
-		ch := c.pending[id]
-		delete(c.pending, id)
+		p := c.pending[id]
+		if p != nil && checkReply(p.query, msg) == nil {
+			delete(c.pending, id) // one reply per query: the send cannot block
+		} else {
+			p = nil
+		}
 		c.mu.Unlock()
-		if ch != nil {
-			ch <- msg
+		if p != nil {
+			p.reply <- msg
 		}
 	}
 }
 
-// register reserves an ID not in use on the connection.
-func (c *streamConn) register() (uint16, chan []byte, error) {
+// register gives query (a message after its length prefix) an ID not in
+// use on the connection and adds it to the pending queries.
+func (c *streamConn) register(query []byte) (uint16, *pendingQuery, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
@@ -245,9 +258,10 @@ func (c *streamConn) register() (uint16, chan []byte, error) {
 	for {
 		id := randomID()
 		if _, busy := c.pending[id]; !busy {
-			ch := make(chan []byte, 1)
-			c.pending[id] = ch
-			return id, ch, nil
+			setID(query, id)
+			p := &pendingQuery{query: query, reply: make(chan []byte, 1)}
+			c.pending[id] = p
+			return id, p, nil
 		}
 	}
 }
@@ -262,15 +276,14 @@ func (c *streamConn) exchange(ctx context.Context, query []byte) (*dns.Msg, erro
 	if len(query) > maxMsgLen {
 		return nil, errors.New("query too long")
 	}
-	id, ch, err := c.register()
-	if err != nil {
-		return nil, err
-	}
 	b := make([]byte, 2+len(query))
 	binary.BigEndian.PutUint16(b, uint16(len(query)))
 	copy(b[2:], query)
 	q := b[2:]
-	setID(q, id)
+	id, p, err := c.register(q)
+	if err != nil {
+		return nil, err
+	}
 
 	sent := time.Now().UnixNano()
 	c.wmu.Lock()
@@ -286,8 +299,17 @@ func (c *streamConn) exchange(ctx context.Context, query []byte) (*dns.Msg, erro
 	}
 
 	select {
-	case reply := <-ch:
-		return unpackReply(q, reply)
+	case reply := <-p.reply:
+		m, err := unpackReply(q, reply)
+		if err != nil {
+			// Our ID and question, then bytes that do not parse: the
+			// server is broken or the stream out of step (a short
+			// length prefix), and what follows cannot be trusted.
+			err = fmt.Errorf("bad reply: %w", err)
+			c.kill(err)
+			return nil, fmt.Errorf("%w: %w", errConnDied, err)
+		}
+		return m, nil
 	case <-c.dead:
 		c.unregister(id)
 		return nil, c.err

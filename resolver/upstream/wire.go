@@ -22,6 +22,7 @@ var (
 	errWrongID       = errors.New("reply with the wrong ID")
 	errWrongOpcode   = errors.New("reply with the wrong opcode")
 	errWrongQuestion = errors.New("reply with the wrong question")
+	errCounts        = errors.New("reply holds fewer records than its header counts")
 )
 
 // randomID returns an unpredictable message ID (crypto/rand; Read never
@@ -116,7 +117,11 @@ func equalFoldASCII(a, b []byte) bool {
 // setID writes id into a packed message.
 func setID(msg []byte, id uint16) { binary.BigEndian.PutUint16(msg, id) }
 
-// unpackReply checks reply against query and unpacks it.
+// unpackReply checks reply against query and unpacks it. A reply cut
+// short is rejected, not taken for the records it still holds: miekg/dns
+// accepts a message that ends where a record should start, which would make
+// an answer cut after its question (a short TCP length prefix, a clipped
+// datagram) an empty NOERROR. Only a truncated (TC) reply may hold fewer.
 func unpackReply(query, reply []byte) (*dns.Msg, error) {
 	if err := checkReply(query, reply); err != nil {
 		return nil, err
@@ -124,6 +129,11 @@ func unpackReply(query, reply []byte) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	if err := m.Unpack(reply); err != nil {
 		return nil, err
+	}
+	if !m.Truncated && (len(m.Answer) != int(binary.BigEndian.Uint16(reply[6:])) ||
+		len(m.Ns) != int(binary.BigEndian.Uint16(reply[8:])) ||
+		len(m.Extra) != int(binary.BigEndian.Uint16(reply[10:]))) {
+		return nil, errCounts
 	}
 	return m, nil
 }
