@@ -401,6 +401,12 @@ var faultFaults = []struct {
 	{name: "wrong questions", b: faultBehaviour{reply: func(q *dns.Msg, _ []byte, _ bool, _ int) ([][]byte, bool) {
 		return faultWrongQuestion(q), false
 	}}, wantTimeout: true},
+	{name: "TC, then TCP silent", b: faultBehaviour{reply: func(q *dns.Msg, _ []byte, tcp bool, _ int) ([][]byte, bool) {
+		if !tcp {
+			return [][]byte{faultTC(q)}, false
+		}
+		return nil, false // reads the query, never answers
+	}}, wantTimeout: true},
 	{name: "TC, then TCP cut mid-message", b: faultBehaviour{reply: func(q *dns.Msg, _ []byte, tcp bool, _ int) ([][]byte, bool) {
 		if !tcp {
 			return [][]byte{faultTC(q)}, false
