@@ -20,7 +20,8 @@ type evidence struct {
 	direct                                 int64 // hit records counted by reading the segments
 	gaps, lost                             int64
 	reloadRecords, starts, stops           int64
-	jsonl, gz                              int // segments
+	reloadsUnrecorded                      int64 // versions seen live without a reload record naming their sha256
+	jsonl, gz                              int   // segments
 	unexpectedEx                           []string
 }
 
@@ -40,13 +41,18 @@ func countEvidence(bin, cfg, evDir string, gen *loadGen, rl *reloader) (evidence
 		return ev, err
 	}
 	seen := make(map[int64]bool)
+	recordedSums := make(map[string]bool) // new_sha256 of the list in reload records
 	sc := bufio.NewScanner(pipe)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var rec struct {
-			Type  string `json:"type"`
-			Qname string `json:"qname"`
-			Lost  int64  `json:"lost"`
+			Type    string `json:"type"`
+			Qname   string `json:"qname"`
+			Lost    int64  `json:"lost"`
+			Changed []struct {
+				List      string `json:"list"`
+				NewSHA256 string `json:"new_sha256"`
+			} `json:"changed"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 			_ = cmd.Process.Kill()
@@ -59,6 +65,11 @@ func countEvidence(bin, cfg, evDir string, gen *loadGen, rl *reloader) (evidence
 			ev.lost += rec.Lost
 		case "reload":
 			ev.reloadRecords++
+			for _, c := range rec.Changed {
+				if c.List == listName {
+					recordedSums[c.NewSHA256] = true
+				}
+			}
 		case "start":
 			ev.starts++
 		case "stop":
@@ -94,6 +105,11 @@ func countEvidence(bin, cfg, evDir string, gen *loadGen, rl *reloader) (evidence
 	for n := range gen.result().hitsSent {
 		if st, _ := gen.hitState(n); st == hitAnswered && !seen[n] {
 			ev.missing++
+		}
+	}
+	for _, sum := range rl.result().sums {
+		if !recordedSums[sum] {
+			ev.reloadsUnrecorded++
 		}
 	}
 	ev.direct, ev.jsonl, ev.gz, err = countSegments(evDir)

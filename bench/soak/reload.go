@@ -29,6 +29,7 @@ type reloader struct {
 
 	mu     sync.Mutex
 	took   []time.Duration // rename to live, per reload done
+	sums   []string        // sha256 of each version seen live
 	failed []string
 	probes map[string]bool // names asked by the probes that are hits
 }
@@ -111,6 +112,7 @@ func (rl *reloader) reload(ctx context.Context, c *dns.Client, k int) error {
 	}
 	rl.mu.Lock()
 	rl.took = append(rl.took, took)
+	rl.sums = append(rl.sums, sum)
 	rl.mu.Unlock()
 	return nil
 }
@@ -164,6 +166,7 @@ func probe(c *dns.Client, server, name string) (netip.Addr, error) {
 // reloadResult is what the reloader saw.
 type reloadResult struct {
 	took   []time.Duration
+	sums   []string
 	failed []string
 	probes map[string]bool
 }
@@ -171,7 +174,7 @@ type reloadResult struct {
 func (rl *reloader) result() reloadResult {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
-	return reloadResult{took: slices.Clone(rl.took), failed: slices.Clone(rl.failed), probes: rl.probes}
+	return reloadResult{took: slices.Clone(rl.took), sums: slices.Clone(rl.sums), failed: slices.Clone(rl.failed), probes: rl.probes}
 }
 
 // isProbe reports whether qname (a hit record's) was asked by a probe.

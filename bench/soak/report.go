@@ -52,8 +52,8 @@ func (r *report) print(w io.Writer) bool {
 	ev := r.ev
 	fmt.Fprintf(w, "hits: %d hit queries sent, %d answered with the sinkhole (hits sent); %d hit records (sinkd hits -format json): %d of hits sent, missing %d, duplicate %d, not sent by the load %d, of failed queries %d, of reload probes %d\n",
 		g.hitsSent, g.hitsAnswered, ev.hits, ev.hits-ev.dup-ev.unexpected-ev.probes-ev.recordedFailed, ev.missing, ev.dup, ev.unexpected, ev.recordedFailed, ev.probes)
-	fmt.Fprintf(w, "evidence: %d segments (%d .jsonl, %d .jsonl.gz) hold %d hit records read directly; gap records %d (lost %d); reload records %d; start %d, stop %d\n",
-		ev.jsonl+ev.gz, ev.jsonl, ev.gz, ev.direct, ev.gaps, ev.lost, ev.reloadRecords, ev.starts, ev.stops)
+	fmt.Fprintf(w, "evidence: %d segments (%d .jsonl, %d .jsonl.gz) hold %d hit records read directly; gap records %d (lost %d); reload records %d (versions seen live without one: %d); start %d, stop %d\n",
+		ev.jsonl+ev.gz, ev.jsonl, ev.gz, ev.direct, ev.gaps, ev.lost, ev.reloadRecords, ev.reloadsUnrecorded, ev.starts, ev.stops)
 	for _, q := range ev.unexpectedEx {
 		fmt.Fprintln(w, "  unexpected hit record:", q)
 	}
@@ -81,6 +81,7 @@ func (r *report) print(w io.Writer) bool {
 	}
 	failIf(len(took) != want, "%d of %d reloads done", len(took), want)
 	failIf(ev.reloadRecords < int64(len(took)), "%d reload records for %d reloads", ev.reloadRecords, len(took))
+	failIf(ev.reloadsUnrecorded > 0, "%d versions seen live have no reload record with their sha256", ev.reloadsUnrecorded)
 
 	warm, end, top := r.heapFigures()
 	if warm.heap > 0 && end.heap > 0 {
