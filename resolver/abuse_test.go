@@ -880,3 +880,36 @@ func BenchmarkNewEntry(b *testing.B) {
 		}
 	}
 }
+
+// TestOverloadServFailSaysBusy: with every slot for queries waiting on
+// upstream taken, a cache miss gets SERVFAIL at once, with EDE 0 "server
+// busy" when it has EDNS, over UDP and TCP; cached names are still answered.
+func TestOverloadServFailSaysBusy(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	ts := startServer(t, clientUpstream{startUpstream(t, answerA(&n, "192.0.2.1", 300))}, nil)
+	ts.ask(t, "udp", newQuery("cached.example.", dns.TypeA))
+	ts.slow.Store(maxSlow)
+	defer ts.slow.Store(0)
+	for _, proto := range []string{"udp", "tcp"} {
+		q := newQuery("miss-"+proto+".example.", dns.TypeA)
+		if r := ts.ask(t, proto, q); r.Rcode != dns.RcodeServerFailure || r.IsEdns0() != nil {
+			t.Errorf("%s: overloaded miss without EDNS got rcode %s, OPT %v; want SERVFAIL without OPT", proto, dns.RcodeToString[r.Rcode], r.IsEdns0())
+		}
+		q.SetEdns0(1232, false)
+		r := ts.ask(t, proto, q)
+		ede := edeOf(r)
+		if r.Rcode != dns.RcodeServerFailure || ede == nil || ede.InfoCode != edeOther || ede.ExtraText != "server busy" {
+			t.Errorf("%s: overloaded miss got rcode %s, EDE %v; want SERVFAIL with EDE 0 \"server busy\"", proto, dns.RcodeToString[r.Rcode], ede)
+		}
+		if r := ts.ask(t, proto, newQuery("cached.example.", dns.TypeA)); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Errorf("%s: a cached name while overloaded: %v", proto, r)
+		}
+	}
+	if n.Load() != 1 {
+		t.Errorf("upstream asked %d times, want 1 (the misses must not reach it)", n.Load())
+	}
+	if got := testutil.ToFloat64(ts.m.overload); got != 4 {
+		t.Errorf("sinkd_overload_servfail_total = %v, want 4", got)
+	}
+}

@@ -239,6 +239,12 @@ func (s *Server) acquireSlow() bool {
 
 func (s *Server) releaseSlow() { s.slow.Add(-1) }
 
+// busy writes the SERVFAIL for a cache miss refused a slot by acquireSlow,
+// with EDE 0 "server busy" when the query had EDNS.
+func (s *Server) busy(out []byte, r *request) []byte {
+	return s.servFail(out, r, &sinkhole.Verdict{}, edeOther, "server busy", time.Time{})
+}
+
 // udpRecvBuffer is the UDP socket receive buffer we ask for: about 10 ms
 // of queries at 100k/s plus headroom, so bursts wait instead of being dropped.
 const udpRecvBuffer = 4 << 20
@@ -315,7 +321,7 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 			case statusSlow:
 				if !s.acquireSlow() {
 					k := len(wms)
-					wbuf[k][0] = r.q.appendError(outs[i][:0], rcodeServFail, true)
+					wbuf[k][0] = s.busy(outs[i][:0], &r)
 					w := ipv4.Message{Buffers: wbuf[k][:], Addr: ua}
 					if src.IsValid() {
 						w.OOB = appendPktSrc(oobs[k][:0], src, v6)
@@ -454,7 +460,7 @@ func (s *Server) serveConn(c *net.TCPConn) {
 			pending <- struct{}{}
 			if !s.acquireSlow() {
 				<-pending
-				reply = r.q.appendError(out[:2], rcodeServFail, true)
+				reply = s.busy(out[:2], &r)
 				binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
 				write(reply)
 				continue
