@@ -32,7 +32,7 @@ const (
 	faultTimeout = 250 * time.Millisecond
 	// faultMargin is the scheduling slack a reply may take past the
 	// timeout (race detector, two shared cores).
-	faultMargin = 250 * time.Millisecond
+	faultMargin = 500 * time.Millisecond
 
 	faultIP = "192.0.2.1"  // the fake's genuine answer
 	goodIP  = "192.0.2.2"  // the healthy second upstream's answer
