@@ -46,7 +46,7 @@ type Pool struct {
 	timeout  time.Duration
 	ups      []*upstream  // in configuration order
 	client   *http.Client // the Pool's own DoH client, or nil
-	bufs     sync.Pool    // *[]byte of maxMsgLen for UDP reads
+	bufs     sync.Pool    // *[]byte of maxUDPReply+1 for UDP reads
 	ready    atomic.Bool  // some upstream answered
 	closed   atomic.Bool  // Close was called
 	closeMu  sync.Mutex   // serializes Close
@@ -88,7 +88,7 @@ func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Pool, error)
 		now:      time.Now,
 		every:    probeInterval,
 	}
-	p.bufs.New = func() any { b := make([]byte, maxMsgLen); return &b }
+	p.bufs.New = func() any { b := make([]byte, maxUDPReply+1); return &b }
 	m := newMetrics(reg)
 	d := &net.Dialer{Resolver: &net.Resolver{PreferGo: true}}
 	for _, s := range cfg.Servers {

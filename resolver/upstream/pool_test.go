@@ -852,3 +852,51 @@ func TestBadQuery(t *testing.T) {
 		t.Errorf("Names() = %q", got)
 	}
 }
+
+// TestLongUDPReplyRetriedOverTCP: a UDP reply is read whole up to
+// maxUDPReply bytes; a longer datagram (which a waiting query no longer
+// has 64 KiB for) counts as truncated and the answer comes over TCP.
+func TestLongUDPReplyRetriedOverTCP(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		records int // 255-byte TXT strings in the UDP reply
+		wantTCP bool
+	}{
+		{name: "3 KB read whole", records: 11},
+		{name: "6 KB asked over TCP", records: 23, wantTCP: true},
+		{name: "60 KB asked over TCP", records: 230, wantTCP: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var tcpAsked atomic.Int32
+			addr := startUDPTCP(t, func(w dns.ResponseWriter, r *dns.Msg) {
+				m := new(dns.Msg)
+				m.SetReply(r)
+				if w.RemoteAddr().Network() != "udp" {
+					tcpAsked.Add(1)
+					_ = w.WriteMsg(reply(r, "192.0.2.1"))
+					return
+				}
+				for range tt.records {
+					m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60},
+						Txt: []string{strings.Repeat("x", 255)}})
+				}
+				_ = w.WriteMsg(m)
+			})
+			p, _ := newPool(t, Config{Servers: []string{addr}})
+			got, err := p.Exchange(t.Context(), question("long.example.", 9))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantTCP {
+				if tcpAsked.Load() != 1 || len(got.Answer) != 1 {
+					t.Errorf("TCP asked %d times, %d answers; want the TCP answer", tcpAsked.Load(), len(got.Answer))
+				}
+			} else if tcpAsked.Load() != 0 || len(got.Answer) != tt.records {
+				t.Errorf("TCP asked %d times, %d answers; want the UDP reply's %d", tcpAsked.Load(), len(got.Answer), tt.records)
+			}
+		})
+	}
+}

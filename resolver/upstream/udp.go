@@ -27,7 +27,7 @@ type transport interface {
 type udpTransport struct {
 	addr   string
 	dialer *net.Dialer
-	bufs   *sync.Pool // *[]byte of maxMsgLen
+	bufs   *sync.Pool // *[]byte of maxUDPReply+1
 }
 
 func newUDP(addr string, d *net.Dialer, bufs *sync.Pool) *udpTransport {
@@ -62,6 +62,14 @@ func (u *udpTransport) exchange(ctx context.Context, query []byte) (*dns.Msg, er
 		if err != nil {
 			return nil, ctxErr(ctx, err)
 		}
+		if n > maxUDPReply {
+			// Longer than any reply to our EDNS size should be: the
+			// kernel cut it. If it answers q, ask over TCP as for TC.
+			if checkReply(q, buf[:n]) == nil {
+				return truncatedReply(q)
+			}
+			continue
+		}
 		// Anything but the answer to q is ignored: a spoofer has to
 		// win the race with the right ID and question, and garbage
 		// cannot end the wait early.
@@ -71,6 +79,24 @@ func (u *udpTransport) exchange(ctx context.Context, query []byte) (*dns.Msg, er
 		}
 		return m, nil
 	}
+}
+
+// maxUDPReply is the longest UDP reply read whole: sinkd advertises 1232
+// bytes upstream, and some servers send up to 4096 anyway. A waiting
+// query holds a buffer one byte longer (not 64 KiB), so that a longer
+// datagram, which the kernel cuts to fit, shows as n > maxUDPReply.
+const maxUDPReply = 4096
+
+// truncatedReply is the reply to q with TC set and no records: what a
+// datagram too long to read stands for, so the pool asks over TCP.
+func truncatedReply(q []byte) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	if err := m.Unpack(q); err != nil {
+		return nil, err
+	}
+	m.Response, m.Truncated = true, true
+	m.Answer, m.Ns, m.Extra = nil, nil, nil
+	return m, nil
 }
 
 func (u *udpTransport) close() {}
