@@ -913,3 +913,63 @@ func TestOverloadServFailSaysBusy(t *testing.T) {
 		t.Errorf("sinkd_overload_servfail_total = %v, want 4", got)
 	}
 }
+
+// TestTCPConnectionsPerClientCapped: one client address cannot hold more
+// than listen.tcp_max_conns_per_client connections; another address is
+// still served over TCP meanwhile, and the flooder gets a slot back once
+// one of its connections closes.
+func TestTCPConnectionsPerClientCapped(t *testing.T) {
+	t.Parallel()
+	const perClient, extra = 4, 3
+	var n atomic.Int32
+	ts := startServer(t, clientUpstream{startUpstream(t, answerA(&n, "192.0.2.1", 60))}, func(c *Config) {
+		c.TCPMaxConns = 20
+		c.TCPMaxConnsPerClient = perClient
+	})
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	flood := make([]net.Conn, 0, perClient+extra)
+	for range perClient + extra {
+		c, err := d.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Skipf("no 127.0.0.2 here: %v", err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		flood = append(flood, c)
+	}
+	for i, c := range flood[perClient:] {
+		if err := closedByServer(c); err != nil {
+			t.Errorf("connection %d of 127.0.0.2: %v", perClient+i+1, err)
+		}
+	}
+	waitFor(t, "the flooder's first connections held", func() bool { return testutil.ToFloat64(ts.m.tcpConns) == perClient })
+	if got := testutil.ToFloat64(ts.m.tcpRejectClient); got != extra {
+		t.Errorf(`sinkd_tcp_rejected_connections_total{reason="max_conns_per_client"} = %v, want %d`, got, extra)
+	}
+	if err := ts.askTCP("other.example."); err != nil { // from 127.0.0.1
+		t.Errorf("another client over TCP while 127.0.0.2 is at its cap: %v", err)
+	}
+	askFrom := func(c net.Conn) error {
+		dc := &dns.Conn{Conn: c}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := dc.WriteMsg(newQuery("held.example.", dns.TypeA)); err != nil {
+			return err
+		}
+		r, err := dc.ReadMsg()
+		if err == nil && len(r.Answer) != 1 {
+			err = fmt.Errorf("answer %v", r.Answer)
+		}
+		return err
+	}
+	if err := askFrom(flood[0]); err != nil {
+		t.Errorf("a query on a held connection: %v", err)
+	}
+	_ = flood[0].Close()
+	waitFor(t, "a slot of 127.0.0.2 back after it closed one", func() bool {
+		c, err := d.Dial("tcp", ts.addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return askFrom(c) == nil
+	})
+}

@@ -19,10 +19,14 @@ type Config struct {
 	Listen         []string      // listen.dns: host:port, UDP and TCP each
 	TCPIdleTimeout time.Duration // listen.tcp_idle_timeout
 	TCPMaxConns    int           // listen.tcp_max_conns
-	QueryTimeout   time.Duration // deadline of one query's upstream work (upstream_timeout)
-	DrainTimeout   time.Duration // how long shutdown waits for queries in flight
-	Access         AccessConfig
-	Cache          CacheConfig
+	// TCPMaxConnsPerClient is listen.tcp_max_conns_per_client: the most
+	// TCP connections one client address holds; 0 = no limit but
+	// TCPMaxConns.
+	TCPMaxConnsPerClient int
+	QueryTimeout         time.Duration // deadline of one query's upstream work (upstream_timeout)
+	DrainTimeout         time.Duration // how long shutdown waits for queries in flight
+	Access               AccessConfig
+	Cache                CacheConfig
 }
 
 // AccessConfig keeps sinkd from being an open resolver.
@@ -49,11 +53,12 @@ var DefaultAllow = []string{"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/
 // DefaultConfig is the configuration of a sinkd started without a file.
 func DefaultConfig() Config {
 	return Config{
-		Listen:         []string{"127.0.0.1:5353"},
-		TCPIdleTimeout: 10 * time.Second,
-		TCPMaxConns:    1000,
-		QueryTimeout:   2 * time.Second,
-		DrainTimeout:   4 * time.Second,
+		Listen:               []string{"127.0.0.1:5353"},
+		TCPIdleTimeout:       10 * time.Second,
+		TCPMaxConns:          1000,
+		TCPMaxConnsPerClient: 100,
+		QueryTimeout:         2 * time.Second,
+		DrainTimeout:         4 * time.Second,
 		Access: AccessConfig{
 			Allow:           MustPrefixes(DefaultAllow...),
 			RateLimit:       1000,
@@ -105,6 +110,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: listen.tcp_idle_timeout must be positive", ErrConfig)
 	case c.TCPMaxConns <= 0:
 		return fmt.Errorf("%w: listen.tcp_max_conns must be positive", ErrConfig)
+	case c.TCPMaxConnsPerClient < 0:
+		return fmt.Errorf("%w: listen.tcp_max_conns_per_client must not be negative", ErrConfig)
 	case c.QueryTimeout <= 0:
 		return fmt.Errorf("%w: upstream_timeout must be positive", ErrConfig)
 	case c.Access.RateLimit < 0:

@@ -71,9 +71,11 @@ type metrics struct {
 	refused   prometheus.Counter
 	policy    [5][7]prometheus.Counter // [trigger][action]
 	tcpConns  prometheus.Gauge
-	tcpReject prometheus.Counter
-	overload  prometheus.Counter
-	scrubbed  prometheus.Counter
+	tcpReject prometheus.Counter // reason="max_conns"
+	// tcpRejectClient is reason="max_conns_per_client".
+	tcpRejectClient prometheus.Counter
+	overload        prometheus.Counter
+	scrubbed        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, entries func() float64) *metrics {
@@ -117,7 +119,10 @@ func newMetrics(reg prometheus.Registerer, entries func() float64) *metrics {
 		}
 	}
 	m.tcpConns = f.NewGauge(prometheus.GaugeOpts{Name: "sinkd_tcp_connections", Help: "Open DNS-over-TCP client connections."})
-	m.tcpReject = f.NewCounter(prometheus.CounterOpts{Name: "sinkd_tcp_rejected_connections_total", Help: "TCP connections closed at once because listen.tcp_max_conns were open."})
+	reject := f.NewCounterVec(prometheus.CounterOpts{Name: "sinkd_tcp_rejected_connections_total",
+		Help: "TCP connections closed at once: listen.tcp_max_conns were open (max_conns), or listen.tcp_max_conns_per_client of the client's address (max_conns_per_client)."}, []string{"reason"})
+	m.tcpReject = reject.WithLabelValues("max_conns")
+	m.tcpRejectClient = reject.WithLabelValues("max_conns_per_client")
 	m.overload = f.NewCounter(prometheus.CounterOpts{Name: "sinkd_overload_servfail_total", Help: "Cache misses answered SERVFAIL at once because too many queries were already waiting on upstream."})
 	m.scrubbed = f.NewCounter(prometheus.CounterOpts{Name: "sinkd_upstream_scrubbed_records_total", Help: "Records removed from upstream replies before caching: outside the answer's CNAME/DNAME chain, its zone and the zone's glue (cache poisoning), or malformed."})
 	return m

@@ -44,16 +44,18 @@ type Server struct {
 	now     func() time.Time
 	policy  atomic.Pointer[sinkhole.Policy]
 
-	mu        sync.Mutex
-	udp       []*net.UDPConn
-	tcp       []*net.TCPListener
-	conns     map[*net.TCPConn]struct{}
-	base      context.Context // slow-path work; cancelled when draining ends
-	cancel    context.CancelFunc
-	inflight  sync.WaitGroup // slow-path goroutines
-	loops     sync.WaitGroup // socket loops
-	tcpActive atomic.Int64
-	slow      atomic.Int64 // queries waiting on upstream
+	mu    sync.Mutex
+	udp   []*net.UDPConn
+	tcp   []*net.TCPListener
+	conns map[*net.TCPConn]struct{}
+	// tcpPerClient counts open TCP connections per client address.
+	tcpPerClient map[netip.Addr]int
+	base         context.Context // slow-path work; cancelled when draining ends
+	cancel       context.CancelFunc
+	inflight     sync.WaitGroup // slow-path goroutines
+	loops        sync.WaitGroup // socket loops
+	tcpActive    atomic.Int64
+	slow         atomic.Int64 // queries waiting on upstream
 }
 
 // Option adjusts a Server (tests inject a clock).
@@ -73,7 +75,7 @@ func New(cfg Config, up Upstream, rec sinkhole.Recorder, reg prometheus.Register
 		return nil, fmt.Errorf("resolver: cache: %w", err)
 	}
 	s := &Server{cfg: cfg, log: log.With("component", "resolver"), up: up, rec: rec, cache: c, now: time.Now,
-		conns: make(map[*net.TCPConn]struct{})}
+		conns: make(map[*net.TCPConn]struct{}), tcpPerClient: make(map[netip.Addr]int)}
 	if cfg.Access.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.Access.RateLimit)
 	}
@@ -379,12 +381,20 @@ func (s *Server) serveTCP(l *net.TCPListener) {
 			_ = c.Close()
 			continue
 		}
+		client := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		s.mu.Lock()
 		if s.udp == nil { // shutting down
 			s.mu.Unlock()
 			_ = c.Close()
 			return
 		}
+		if n := s.tcpPerClient[client]; s.cfg.TCPMaxConnsPerClient > 0 && n >= s.cfg.TCPMaxConnsPerClient {
+			s.mu.Unlock()
+			s.m.tcpRejectClient.Inc()
+			_ = c.Close()
+			continue
+		}
+		s.tcpPerClient[client]++
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		s.tcpActive.Add(1)
@@ -404,16 +414,21 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		broken bool // a write failed: later replies are not sent
 		conns  sync.WaitGroup
 	)
+	from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	defer func() {
 		conns.Wait()
 		_ = c.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
+		if client := from.Addr().Unmap(); s.tcpPerClient[client] <= 1 {
+			delete(s.tcpPerClient, client)
+		} else {
+			s.tcpPerClient[client]--
+		}
 		s.mu.Unlock()
 		s.tcpActive.Add(-1)
 		s.m.tcpConns.Dec()
 	}()
-	from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	// A client that does not read its answers is closed after one write
 	// waited tcp_idle_timeout: the replies queued behind it are dropped at
 	// once instead of each waiting out a timeout of its own, and the

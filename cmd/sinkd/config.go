@@ -30,11 +30,12 @@ import (
 type fileConfig struct {
 	Instance string `yaml:"instance"`
 	Listen   struct {
-		DNS            []string `yaml:"dns"`
-		HTTP           string   `yaml:"http"`
-		HTTPToken      string   `yaml:"http_token"`
-		TCPIdleTimeout duration `yaml:"tcp_idle_timeout"`
-		TCPMaxConns    int      `yaml:"tcp_max_conns"`
+		DNS             []string `yaml:"dns"`
+		HTTP            string   `yaml:"http"`
+		HTTPToken       string   `yaml:"http_token"`
+		TCPIdleTimeout  duration `yaml:"tcp_idle_timeout"`
+		TCPMaxConns     int      `yaml:"tcp_max_conns"`
+		TCPMaxPerClient int      `yaml:"tcp_max_conns_per_client"`
 	} `yaml:"listen"`
 	Upstreams        []string `yaml:"upstreams"`
 	UpstreamStrategy string   `yaml:"upstream_strategy"`
@@ -263,6 +264,7 @@ func defaultFile() fileConfig {
 	f.Listen.HTTP = "127.0.0.1:8053"
 	f.Listen.TCPIdleTimeout = duration(rc.TCPIdleTimeout)
 	f.Listen.TCPMaxConns = rc.TCPMaxConns
+	f.Listen.TCPMaxPerClient = rc.TCPMaxConnsPerClient
 	f.UpstreamStrategy = "fastest"
 	f.UpstreamTimeout = duration(2 * time.Second)
 	f.Zones.Dir = "./zones.d"
@@ -472,12 +474,13 @@ func buildConfig(f fileConfig, resolvConf string) (*config, error) {
 		return nil, fmt.Errorf("%w: access.rate_limit_exempt: %w", errConfig, err)
 	}
 	c.resolver = resolver.Config{
-		Listen:         f.Listen.DNS,
-		TCPIdleTimeout: time.Duration(f.Listen.TCPIdleTimeout),
-		TCPMaxConns:    f.Listen.TCPMaxConns,
-		QueryTimeout:   time.Duration(f.UpstreamTimeout),
-		DrainTimeout:   4 * time.Second,
-		Access:         resolver.AccessConfig{Allow: allow, RateLimit: f.Access.RateLimit, RateLimitExempt: exempt},
+		Listen:               f.Listen.DNS,
+		TCPIdleTimeout:       time.Duration(f.Listen.TCPIdleTimeout),
+		TCPMaxConns:          f.Listen.TCPMaxConns,
+		TCPMaxConnsPerClient: f.Listen.TCPMaxPerClient,
+		QueryTimeout:         time.Duration(f.UpstreamTimeout),
+		DrainTimeout:         4 * time.Second,
+		Access:               resolver.AccessConfig{Allow: allow, RateLimit: f.Access.RateLimit, RateLimitExempt: exempt},
 		Cache: resolver.CacheConfig{Size: f.Cache.Size, MinTTL: time.Duration(f.Cache.MinTTL),
 			MaxTTL: time.Duration(f.Cache.MaxTTL), ServeStale: f.Cache.ServeStale, Prefetch: f.Cache.Prefetch},
 	}

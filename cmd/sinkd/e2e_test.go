@@ -420,6 +420,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "bad upstream", yaml: "upstreams: [\"ftp://x\"]\n", wantErr: "ftp://x"},
 		{name: "bad prefix", yaml: "access:\n  allow: [\"10.0.0.0/33\"]\n", wantErr: "10.0.0.0/33"},
 		{name: "bad sinkhole address", yaml: "sinkhole:\n  ipv4: \"::1\"\n", wantErr: "sinkhole.ipv4"},
+		{name: "negative per-client TCP cap", yaml: "listen:\n  tcp_max_conns_per_client: -1\n", wantErr: "listen.tcp_max_conns_per_client"},
 		{name: "admin API beyond loopback needs a token", yaml: "listen:\n  http: 0.0.0.0:8053\n", wantErr: "set listen.http_token"},
 	}
 	for _, tt := range tests {
