@@ -593,7 +593,7 @@ func TestTCPConnectionFloodIsCapped(t *testing.T) {
 				_ = c.Close()
 			}
 		}},
-		{name: "flood connections hit tcp_idle_timeout", idle: time.Second, release: func(t *testing.T, flood []net.Conn) {
+		{name: "flood connections hit tcp_idle_timeout", idle: 3 * time.Second, release: func(t *testing.T, flood []net.Conn) {
 			for i, c := range flood {
 				if err := closedByServer(c); err != nil {
 					t.Errorf("flood connection %d: %v", i, err)
@@ -887,7 +887,9 @@ func BenchmarkNewEntry(b *testing.B) {
 func TestOverloadServFailSaysBusy(t *testing.T) {
 	t.Parallel()
 	var n atomic.Int32
-	ts := startServer(t, clientUpstream{startUpstream(t, answerA(&n, "192.0.2.1", 300))}, nil)
+	rec := &hitLog{}
+	ts := startServerWith(t, clientUpstream{startUpstream(t, answerA(&n, "192.0.2.1", 300))}, rec, nil)
+	ts.SetPolicy(testPolicy(t, testList{name: "watch.txt", action: sinkhole.ActionLog, rules: []string{"watched.example"}}))
 	ts.ask(t, "udp", newQuery("cached.example.", dns.TypeA))
 	ts.slow.Store(maxSlow)
 	defer ts.slow.Store(0)
@@ -906,11 +908,19 @@ func TestOverloadServFailSaysBusy(t *testing.T) {
 			t.Errorf("%s: a cached name while overloaded: %v", proto, r)
 		}
 	}
+	// A log rule's hit is recorded on this SERVFAIL too, as on every other.
+	if r := ts.ask(t, "udp", newQuery("www.watched.example.", dns.TypeA)); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("overloaded miss of a logged name: rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+	waitFor(t, "the log rule's hit recorded", func() bool { return len(rec.all()) == 1 })
+	if h := rec.all()[0]; h.List == nil || h.List.Name != "watch.txt" || h.Action != sinkhole.ActionLog {
+		t.Errorf("hit %+v, want watch.txt's log rule", h)
+	}
 	if n.Load() != 1 {
 		t.Errorf("upstream asked %d times, want 1 (the misses must not reach it)", n.Load())
 	}
-	if got := testutil.ToFloat64(ts.m.overload); got != 4 {
-		t.Errorf("sinkd_overload_servfail_total = %v, want 4", got)
+	if got := testutil.ToFloat64(ts.m.overload); got != 5 {
+		t.Errorf("sinkd_overload_servfail_total = %v, want 5", got)
 	}
 }
 
@@ -972,4 +982,48 @@ func TestTCPConnectionsPerClientCapped(t *testing.T) {
 		defer c.Close()
 		return askFrom(c) == nil
 	})
+}
+
+// TestTCPOutsiderRefusedThenClosed: a client outside access.allow gets
+// REFUSED over TCP and then the connection closes, so outsiders cannot
+// hold the slots of tcp_max_conns by asking again and again.
+func TestTCPOutsiderRefusedThenClosed(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	ts := startServer(t, clientUpstream{startUpstream(t, answerA(&n, "192.0.2.1", 60))}, func(c *Config) {
+		c.Access.Allow = MustPrefixes("10.0.0.0/8") // loopback is not allowed
+	})
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dc := &dns.Conn{Conn: c}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := dc.WriteMsg(newQuery("example.com.", dns.TypeA)); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := dc.ReadMsg(); err != nil || r.Rcode != dns.RcodeRefused {
+		t.Fatalf("outsider over TCP: %v, %v; want REFUSED", r, err)
+	}
+	if err := closedByServer(c); err != nil {
+		t.Errorf("after the REFUSED: %v", err)
+	}
+	waitFor(t, "the outsider's connection released", func() bool { return testutil.ToFloat64(ts.m.tcpConns) == 0 })
+}
+
+func TestTCPClientKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ addr, want string }{
+		{"192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.7", "192.0.2.7"},
+		{"2001:db8:1:2:aaaa::1", "2001:db8:1:2::"},
+		{"2001:db8:1:2:bbbb::9", "2001:db8:1:2::"},
+		{"::1", "::"},
+	}
+	for _, tt := range tests {
+		if got := tcpClientKey(netip.MustParseAddr(tt.addr)); got.String() != tt.want {
+			t.Errorf("tcpClientKey(%s) = %s, want %s", tt.addr, got, tt.want)
+		}
+	}
 }

@@ -242,9 +242,11 @@ func (s *Server) acquireSlow() bool {
 func (s *Server) releaseSlow() { s.slow.Add(-1) }
 
 // busy writes the SERVFAIL for a cache miss refused a slot by acquireSlow,
-// with EDE 0 "server busy" when the query had EDNS.
+// with EDE 0 "server busy" when the query had EDNS; a log rule's hit is
+// still recorded, as on every other SERVFAIL.
 func (s *Server) busy(out []byte, r *request) []byte {
-	return s.servFail(out, r, &sinkhole.Verdict{}, edeOther, "server busy", time.Time{})
+	qv := s.policy.Load().CheckQuery(r.client.Addr(), r.q.presName())
+	return s.servFail(out, r, &qv, edeOther, "server busy", s.now())
 }
 
 // udpRecvBuffer is the UDP socket receive buffer we ask for: about 10 ms
@@ -381,7 +383,7 @@ func (s *Server) serveTCP(l *net.TCPListener) {
 			_ = c.Close()
 			continue
 		}
-		client := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+		client := tcpClientKey(c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
 		s.mu.Lock()
 		if s.udp == nil { // shutting down
 			s.mu.Unlock()
@@ -404,6 +406,15 @@ func (s *Server) serveTCP(l *net.TCPListener) {
 	}
 }
 
+// tcpClientKey is what listen.tcp_max_conns_per_client counts by: an IPv4
+// address, or the /64 of an IPv6 one (a host gets a whole /64 to pick from).
+func tcpClientKey(a netip.Addr) netip.Addr {
+	if a = a.Unmap(); a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().Addr()
+	}
+	return a
+}
+
 // serveConn answers the queries of one TCP connection, pipelined (RFC 7766):
 // queries are read as they come and answered as they are ready, possibly out
 // of order; the connection closes after tcp_idle_timeout without a query.
@@ -415,12 +426,15 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		conns  sync.WaitGroup
 	)
 	from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	// A client outside access.allow gets its REFUSED, then the connection
+	// closes: it cannot hold a slot of the caps by asking again and again.
+	refused := !contains(s.cfg.Access.Allow, from.Addr().Unmap())
 	defer func() {
 		conns.Wait()
 		_ = c.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
-		if client := from.Addr().Unmap(); s.tcpPerClient[client] <= 1 {
+		if client := tcpClientKey(from.Addr()); s.tcpPerClient[client] <= 1 {
 			delete(s.tcpPerClient, client)
 		} else {
 			s.tcpPerClient[client]--
@@ -464,6 +478,13 @@ func (s *Server) serveConn(c *net.TCPConn) {
 			return
 		}
 		reply, st := s.handle(s.base, out[:2], buf[:n], from, protoTCP, false, false, &r)
+		if refused { // one message, answered or not (it never waits on upstream)
+			if st == statusReply {
+				binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
+				write(reply)
+			}
+			return
+		}
 		switch st {
 		case statusReply:
 			binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))

@@ -115,8 +115,15 @@ sinkhole:
 	in.checkResolve(t, true, "one.example")
 	in.checkResolve(t, false, "two.example")
 
-	// zones.dir removed: the policy in force stays.
-	if err := os.RemoveAll(in.zonesDir); err != nil {
+	// zones.dir removed: the policy in force stays. Moved away first, so
+	// that it vanishes at once (rm -rf deletes the files first, and a
+	// reload that ran in between would see every list deleted: see the
+	// README); then deleted.
+	gone := in.zonesDir + ".gone"
+	if err := os.Rename(in.zonesDir, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
