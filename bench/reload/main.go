@@ -34,7 +34,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -249,7 +248,7 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 		if resolve(c, sd.dns, newest[k]) == sinkholeAddr {
 			return fmt.Errorf("version %d's name is blocked before its rename", k)
 		}
-		la := loadavg()
+		la := sinkdproc.LoadAvg()
 		renamed := time.Now()
 		if err := os.Rename(filepath.Join(stage, fmt.Sprintf("feed%d.txt", k)), filepath.Join(sd.zones, "feed.txt")); err != nil {
 			return err
@@ -470,19 +469,6 @@ func (m *monitor) cores(from, to time.Time) (sinkd, self float64) {
 	}
 	sec := b.t.Sub(a.t).Seconds() * 100 // USER_HZ
 	return float64(b.sinkd-a.sinkd) / sec, float64(b.self-a.self) / sec
-}
-
-// loadavg is the machine's 1, 5 and 15 minute load averages.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // procTicks is utime+stime of a process, from /proc/PID/stat.

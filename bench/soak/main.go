@@ -35,7 +35,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -290,7 +289,7 @@ func (m *monitor) run(ctx context.Context, start time.Time, every time.Duration,
 		rl := m.rl.result()
 		su, sh := m.gen.takeSlowest()
 		fmt.Fprintf(m.out, "  %5v: sent %d answered %d failed %d (hits %d), slowest reply %v (hits %v), upstream asked %d, reloads %d, heap_inuse %s, RSS %s, goroutines %d, load avg %s\n",
-			s.at, g.sent, g.answered, g.failed(), g.hitsSent, su.Round(time.Millisecond), sh.Round(time.Millisecond), m.up.asked.Load(), len(rl.took), mib(s.heap), mib(s.rss), s.goroutines, loadavg())
+			s.at, g.sent, g.answered, g.failed(), g.hitsSent, su.Round(time.Millisecond), sh.Round(time.Millisecond), m.up.asked.Load(), len(rl.took), mib(s.heap), mib(s.rss), s.goroutines, sinkdproc.LoadAvg())
 		if !at.Before(until) {
 			return
 		}
@@ -298,16 +297,3 @@ func (m *monitor) run(ctx context.Context, start time.Time, every time.Duration,
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-
-// loadavg is the machine's 1, 5 and 15 minute load averages.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}

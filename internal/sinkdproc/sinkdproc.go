@@ -220,3 +220,18 @@ func UDPDrops(addr string) (drops int64, ok bool) {
 	}
 	return drops, ok
 }
+
+// LoadAvg is the machine's 1, 5 and 15 minute load averages, as
+// /proc/loadavg says them ("?" where it cannot be read): the context of a
+// benchmark figure on a shared machine.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
