@@ -207,17 +207,7 @@ func (w *evWriter) contact(c *Contact) {
 			c.HitSeq, c.HitQName, c.List = h.seq, h.qname, h.list
 		}
 	}
-	r := evRecord{kind: evContact, ts: c.Time, contact: c}
-	if !w.broken {
-		w.rotate(c.Time)
-	}
-	if w.broken {
-		w.diskLost.add(c.Time)
-		w.m.lost.WithLabelValues("disk").Inc()
-		return
-	}
-	w.encode(&r)
-	w.bufHit.add(c.Time)
+	w.encodeLossy(&evRecord{kind: evContact, ts: c.Time, contact: c})
 }
 
 // evHostOnly strips a port from an HTTP Host value.

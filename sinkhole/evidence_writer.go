@@ -262,22 +262,30 @@ func (w *evWriter) hit(h *Hit) {
 	if h.Time.IsZero() {
 		h.Time = w.cfg.Now()
 	}
-	r := evRecord{kind: evHit, ts: h.Time, hit: h}
-	if !w.broken {
-		w.rotate(h.Time)
-	}
-	if w.broken {
-		w.diskLost.add(h.Time)
-		w.m.lost.WithLabelValues("disk").Inc()
+	if !w.encodeLossy(&evRecord{kind: evHit, ts: h.Time, hit: h}) {
 		return
 	}
-	w.encode(&r)
-	w.bufHit.add(h.Time)
 	var list string
 	if h.List != nil {
 		list = h.List.Name
 	}
 	w.corr.add(evClientAddr(h.Client), evCorrHit{ts: h.Time, seq: w.chain.seq, qname: evName(h.QName), list: list})
+}
+
+// encodeLossy encodes a hit or contact record, or counts it lost while
+// the disk fails. It reports whether r was encoded.
+func (w *evWriter) encodeLossy(r *evRecord) bool {
+	if !w.broken {
+		w.rotate(r.ts)
+	}
+	if w.broken {
+		w.diskLost.add(r.ts)
+		w.m.lost.WithLabelValues("disk").Inc()
+		return false
+	}
+	w.encode(r)
+	w.bufHit.add(r.ts)
+	return true
 }
 
 // put encodes a control record (or queues it for retry while the disk
