@@ -227,15 +227,12 @@ func (z *size) UnmarshalYAML(n *yaml.Node) error {
 
 // config is the loaded, validated configuration, split by package.
 type config struct {
-	file      fileConfig
 	resolver  resolver.Config
 	upstream  upstream.Config
 	settings  sinkhole.Settings
 	zonesDir  string
-	hitsDir   string
 	httpAddr  string
 	httpToken string // required on every endpoint but /healthz when set
-	instance  string
 	logLevel  string
 	logFormat string
 
@@ -433,23 +430,23 @@ func keyPath(n *yaml.Node, line int, key, prefix string) string {
 }
 
 func buildConfig(f fileConfig, resolvConf string) (*config, error) {
-	c := &config{file: f, zonesDir: f.Zones.Dir, hitsDir: f.Evidence.Dir, httpAddr: f.Listen.HTTP,
-		instance: f.Instance, logLevel: f.Log.Level, logFormat: f.Log.Format}
+	c := &config{zonesDir: f.Zones.Dir, httpAddr: f.Listen.HTTP, logLevel: f.Log.Level, logFormat: f.Log.Format}
 	if c.zonesDebounce = time.Duration(f.Zones.Debounce); c.zonesDebounce <= 0 {
 		return nil, fmt.Errorf("%w: zones.debounce %v: want a positive duration", errConfig, c.zonesDebounce)
 	}
 	if c.zonesMaxFileSize = int64(f.Zones.MaxFileSize); c.zonesMaxFileSize <= 0 {
 		return nil, fmt.Errorf("%w: zones.max_file_size %d: want a positive size", errConfig, c.zonesMaxFileSize)
 	}
-	if c.instance == "" {
-		c.instance, _ = os.Hostname()
+	instance := f.Instance
+	if instance == "" {
+		instance, _ = os.Hostname()
 	}
 	fds, err := buildFeeds(f.Feeds)
 	if err != nil {
 		return nil, err
 	}
 	c.feeds = fds
-	c.evidence = sinkhole.LogConfig{Dir: f.Evidence.Dir, Instance: c.instance,
+	c.evidence = sinkhole.LogConfig{Dir: f.Evidence.Dir, Instance: instance,
 		FsyncInterval: time.Duration(f.Evidence.FsyncInterval), SegmentSize: int64(f.Evidence.SegmentSize),
 		Retention: time.Duration(f.Evidence.Retention), Queue: f.Evidence.Queue, DHCPLeases: f.Evidence.DHCPLeases}
 	if f.Evidence.HMACKeyFile != "" {
@@ -459,7 +456,7 @@ func buildConfig(f fileConfig, resolvConf string) (*config, error) {
 		}
 		c.evidence.HMACKey = key
 	}
-	if c.listener, err = buildListener(f.Listener, c.instance, &c.evidence); err != nil {
+	if c.listener, err = buildListener(f.Listener, instance, &c.evidence); err != nil {
 		return nil, err
 	}
 	if err := c.evidence.Validate(); err != nil {

@@ -126,8 +126,8 @@ func checkLoaded(t *testing.T, c *config) {
 	if !c.settings.IPv4.Is4() || !c.settings.IPv6.Is6() || c.settings.IPv6.Is4In6() {
 		t.Fatalf("loaded sinkhole addresses %v %v", c.settings.IPv4, c.settings.IPv6)
 	}
-	if c.hitsDir == "" || c.zonesDir == "" {
-		t.Fatalf("loaded with zones.dir %q, evidence.dir %q", c.zonesDir, c.hitsDir)
+	if c.evidence.Dir == "" || c.zonesDir == "" {
+		t.Fatalf("loaded with zones.dir %q, evidence.dir %q", c.zonesDir, c.evidence.Dir)
 	}
 	if log, lv := newLogger(io.Discard, c.logLevel, c.logFormat); log == nil || lv.Level().String() != strings.ToUpper(c.logLevel) {
 		t.Fatalf("log.level %q is level %v", c.logLevel, lv.Level())

@@ -29,7 +29,7 @@ func (a *app) mux(reg *prometheus.Registry) *http.ServeMux {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	m.Handle("GET /api/v1/hits", sinkhole.HitsHandler(a.cfg.hitsDir))
+	m.Handle("GET /api/v1/hits", sinkhole.HitsHandler(a.cfg.evidence.Dir))
 	m.HandleFunc("GET /api/v1/lists", func(w http.ResponseWriter, _ *http.Request) {
 		lists := a.zones.Lists()
 		feedOf := a.feedInfo()

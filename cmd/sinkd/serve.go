@@ -62,7 +62,7 @@ type app struct {
 // serve runs sinkd until ctx is done. started, if not nil, receives the app
 // once every socket is open (tests use it instead of sleeping).
 func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *app) error {
-	for _, d := range []string{cfg.zonesDir, cfg.hitsDir} {
+	for _, d := range []string{cfg.zonesDir, cfg.evidence.Dir} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
