@@ -53,16 +53,13 @@ type evWriter struct {
 	wait   []*evRecord
 
 	// The segment being written. f is nil before its first flush.
-	f          evFile
-	segPending bool // a segment has begun (in buf or f)
-	segName    string
-	segFirst   uint64
-	segStart   time.Time
-	segDay     int64
-	fileSize   int64         // bytes of whole records in f
-	needTrunc  bool          // a failed write left bytes past fileSize
-	dirty      bool          // written since the last fsync
-	syncing    chan struct{} // closed when the running syncAsync is done
+	f         evFile
+	segName   string        // "" until a segment has begun (in buf or f)
+	segDay    int64         // the UTC day it began
+	fileSize  int64         // bytes of whole records in f
+	needTrunc bool          // a failed write left bytes past fileSize
+	dirty     bool          // written since the last fsync
+	syncing   chan struct{} // closed when the running syncAsync is done
 
 	broken   bool
 	retryAt  time.Time
@@ -194,7 +191,7 @@ func (w *evWriter) reopen(s evSeg, size int64, last evSegInfo) {
 	if err != nil {
 		return // a new segment will start
 	}
-	w.f, w.segPending, w.segName, w.segFirst, w.segStart, w.segDay, w.fileSize = f, true, s.name, s.first, s.start, evDay(s.start), size
+	w.f, w.segName, w.segDay, w.fileSize = f, s.name, evDay(s.start), size
 }
 
 // evCutTorn truncates an uncompressed segment after its last whole line
@@ -319,9 +316,8 @@ func (w *evWriter) failCtl(r *evRecord, err error) {
 }
 
 func (w *evWriter) encode(r *evRecord) {
-	if !w.segPending {
-		w.segPending, w.segFirst, w.segStart, w.segDay = true, w.chain.seq+1, r.ts, evDay(r.ts)
-		w.segName = evSegName(r.ts, w.segFirst)
+	if w.segName == "" {
+		w.segName, w.segDay = evSegName(r.ts, w.chain.seq+1), evDay(r.ts)
 	}
 	w.buf = w.enc.appendRecord(w.buf, w.chain, r)
 	w.bufN[r.kind]++
@@ -330,7 +326,7 @@ func (w *evWriter) encode(r *evRecord) {
 // rotate closes the current segment when the next record, at ts, belongs
 // in a new one: the segment is full, or ts is on another UTC day.
 func (w *evWriter) rotate(ts time.Time) {
-	if !w.segPending {
+	if w.segName == "" {
 		return
 	}
 	if w.fileSize+int64(len(w.buf)) < w.cfg.SegmentSize && evDay(ts) <= w.segDay {
@@ -429,7 +425,7 @@ func (w *evWriter) fail(err error) {
 		w.f = nil
 	}
 	if w.f == nil {
-		w.segPending, w.segName = false, ""
+		w.segName = ""
 	}
 }
 
@@ -565,7 +561,7 @@ func (w *evWriter) closeSegment(compress bool) {
 			w.onClosed(filepath.Join(w.cfg.Dir, w.segName))
 		}
 	}
-	w.f, w.segPending, w.segName, w.fileSize, w.needTrunc = nil, false, "", 0, false
+	w.f, w.segName, w.fileSize, w.needTrunc = nil, "", 0, false
 }
 
 // close writes what is left (retrying a failed disk once), syncs and
