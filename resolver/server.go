@@ -47,15 +47,14 @@ type Server struct {
 	mu    sync.Mutex
 	udp   []*net.UDPConn
 	tcp   []*net.TCPListener
-	conns map[*net.TCPConn]struct{}
+	conns map[*net.TCPConn]struct{} // open TCP connections (listen.tcp_max_conns)
 	// tcpPerClient counts open TCP connections per client address.
 	tcpPerClient map[netip.Addr]int
 	base         context.Context // slow-path work; cancelled when draining ends
 	cancel       context.CancelFunc
 	inflight     sync.WaitGroup // slow-path goroutines
 	loops        sync.WaitGroup // socket loops
-	tcpActive    atomic.Int64
-	slow         atomic.Int64 // queries waiting on upstream
+	slow         atomic.Int64   // queries waiting on upstream
 }
 
 // Option adjusts a Server (tests inject a clock).
@@ -378,17 +377,18 @@ func (s *Server) serveTCP(l *net.TCPListener) {
 			}
 			continue
 		}
-		if s.tcpActive.Load() >= int64(s.cfg.TCPMaxConns) {
-			s.m.tcpReject.Inc()
-			_ = c.Close()
-			continue
-		}
 		client := tcpClientKey(c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
 		s.mu.Lock()
 		if s.udp == nil { // shutting down
 			s.mu.Unlock()
 			_ = c.Close()
 			return
+		}
+		if len(s.conns) >= s.cfg.TCPMaxConns {
+			s.mu.Unlock()
+			s.m.tcpReject.Inc()
+			_ = c.Close()
+			continue
 		}
 		if n := s.tcpPerClient[client]; s.cfg.TCPMaxConnsPerClient > 0 && n >= s.cfg.TCPMaxConnsPerClient {
 			s.mu.Unlock()
@@ -399,7 +399,6 @@ func (s *Server) serveTCP(l *net.TCPListener) {
 		s.tcpPerClient[client]++
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
-		s.tcpActive.Add(1)
 		s.m.tcpConns.Inc()
 		s.loops.Add(1)
 		go s.serveConn(c)
@@ -440,7 +439,6 @@ func (s *Server) serveConn(c *net.TCPConn) {
 			s.tcpPerClient[client]--
 		}
 		s.mu.Unlock()
-		s.tcpActive.Add(-1)
 		s.m.tcpConns.Dec()
 	}()
 	// A client that does not read its answers is closed after one write
