@@ -405,6 +405,16 @@ func httpBody(t *testing.T, url string) string {
 	return string(b)
 }
 
+// loadYAML loads a config file holding yaml (no default upstreams).
+func loadYAML(t *testing.T, yaml string) (*config, error) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "sinkd.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return loadConfig(p, "")
+}
+
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -426,11 +436,7 @@ func TestConfigErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := filepath.Join(t.TempDir(), "sinkd.yaml")
-			if err := os.WriteFile(p, []byte(tt.yaml), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			_, err := loadConfig(p, "")
+			_, err := loadYAML(t, tt.yaml)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("loadConfig error = %v, want one containing %q", err, tt.wantErr)
 			}
@@ -440,12 +446,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestConfigDurationsAndDefaults(t *testing.T) {
 	t.Parallel()
-	p := filepath.Join(t.TempDir(), "sinkd.yaml")
-	yaml := "upstream_timeout: 1500ms\ncache:\n  max_ttl: 2d\n  min_ttl: 30\n  serve_stale: false\nupstreams: [\"127.0.0.1:5390\"]\n"
-	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c, err := loadConfig(p, "")
+	c, err := loadYAML(t, "upstream_timeout: 1500ms\ncache:\n  max_ttl: 2d\n  min_ttl: 30\n  serve_stale: false\nupstreams: [\"127.0.0.1:5390\"]\n")
 	if err != nil {
 		t.Fatal(err)
 	}

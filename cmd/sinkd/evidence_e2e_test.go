@@ -264,17 +264,16 @@ func TestEvidenceConfig(t *testing.T) {
 		{name: "tiny segment", yaml: "evidence:\n  segment_size: 100\n", wantErr: "segment_size"},
 		{name: "zero queue", yaml: "evidence:\n  queue: 0\n", wantErr: "queue"},
 	}
-	for i, tt := range tests {
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := ""
-			if tt.yaml != "" {
-				p = filepath.Join(dir, "c"+string(rune('a'+i))+".yaml")
-				if err := os.WriteFile(p, []byte(tt.yaml), 0o644); err != nil {
-					t.Fatal(err)
-				}
+			var c *config
+			var err error
+			if tt.yaml == "" {
+				c, err = loadConfig("", "") // no file: the defaults
+			} else {
+				c, err = loadYAML(t, tt.yaml)
 			}
-			c, err := loadConfig(p, "")
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("error %v, want %q", err, tt.wantErr)

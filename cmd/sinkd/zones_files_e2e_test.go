@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,11 +27,7 @@ func TestConfigMaxFileSize(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := filepath.Join(t.TempDir(), "sinkd.yaml")
-			if err := os.WriteFile(p, []byte(tt.yaml), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			c, err := loadConfig(p, "")
+			c, err := loadYAML(t, tt.yaml)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("loadConfig error = %v, want one containing %q", err, tt.wantErr)
