@@ -117,7 +117,7 @@ func readTestdata(t testing.TB, name string) []byte {
 // parsed loads a feed file with package zones, as the watcher will.
 func parsed(t *testing.T, path string) zones.Result {
 	t.Helper()
-	r := zones.ParseFile(path, "feeds/"+filepath.Base(path), sinkhole.ActionSinkhole)
+	r := zones.ParseFile(path, "feeds/"+filepath.Base(path), sinkhole.ActionSinkhole, 0)
 	if r.Status != zones.StatusOK {
 		t.Fatalf("%s: status %s: %v", path, r.Status, r.Err)
 	}

@@ -45,7 +45,7 @@ func BenchmarkParseFile1M(b *testing.B) {
 	b.SetBytes(fi.Size())
 	b.ReportAllocs()
 	for b.Loop() {
-		r := ParseFile(p, "synth.txt", sinkhole.ActionSinkhole)
+		r := ParseFile(p, "synth.txt", sinkhole.ActionSinkhole, 0)
 		if r.Status != StatusOK || r.Source.Rules.Domain != 1_000_000 {
 			b.Fatalf("status %s, rules %+v: %v", r.Status, r.Source.Rules, r.Err)
 		}
@@ -84,7 +84,7 @@ func BenchmarkParseFileMixed(b *testing.B) {
 	p := synthList(b, 200_000, 100_000)
 	b.ReportAllocs()
 	for b.Loop() {
-		if r := ParseFile(p, "synth.txt", sinkhole.ActionSinkhole); r.Status != StatusOK {
+		if r := ParseFile(p, "synth.txt", sinkhole.ActionSinkhole, 0); r.Status != StatusOK {
 			b.Fatal(r.Err)
 		}
 	}

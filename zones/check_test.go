@@ -139,7 +139,7 @@ func TestCheckRealFile(t *testing.T) {
 	t.Parallel()
 	content := "# sinkd: action=log category=watch\nevil.example\n0.0.0.0 a.example b.example\n192.0.2.0/24 ; SBL1\ncom\n"
 	p := writeFile(t, t.TempDir(), "watch.txt", content)
-	r := ParseFile(p, p, sinkhole.ActionSinkhole)
+	r := ParseFile(p, p, sinkhole.ActionSinkhole, 0)
 	var b bytes.Buffer
 	if err := WriteCheck(&b, "text", []Result{r}); err != nil {
 		t.Fatal(err)

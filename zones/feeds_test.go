@@ -163,7 +163,7 @@ func countIndependently(t *testing.T, p string) independentCount {
 // the independent count.
 func checkAgainstIndependent(t *testing.T, dir string) map[string]Result {
 	t.Helper()
-	rs, err := LoadDir(dir, sinkhole.ActionSinkhole)
+	rs, err := LoadDir(dir, sinkhole.ActionSinkhole, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,12 +131,7 @@ func TestParseFileHostile(t *testing.T) {
 			t.Parallel()
 			p := filepath.Join(dir, tt.file)
 			tt.write(p)
-			var r Result
-			if tt.maxSize == 0 {
-				r = ParseFile(p, tt.file, sinkhole.ActionSinkhole)
-			} else {
-				r = ParseFileMax(p, tt.file, sinkhole.ActionSinkhole, tt.maxSize)
-			}
+			r := ParseFile(p, tt.file, sinkhole.ActionSinkhole, tt.maxSize)
 			if r.Status != tt.wantStatus {
 				t.Fatalf("status = %s (%v), want %s", r.Status, r.Err, tt.wantStatus)
 			}
@@ -182,7 +177,7 @@ func TestParseFileGrewWhileRead(t *testing.T) {
 	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
 		t.Skip("no /proc/self/maps of size 0 here")
 	}
-	r := ParseFileMax(p, "maps.txt", sinkhole.ActionSinkhole, 100)
+	r := ParseFile(p, "maps.txt", sinkhole.ActionSinkhole, 100)
 	want := "maps.txt: file too large (grew past zones.max_file_size 100 while read)"
 	if r.Status != StatusFailed || r.Err == nil || r.Err.Error() != want || !errors.Is(r.Err, ErrTooLarge) {
 		t.Errorf("status %s, err %v; want failed, %q", r.Status, r.Err, want)
@@ -246,7 +241,7 @@ func TestLoadDirHostile(t *testing.T) {
 	}
 	done := make(chan loaded, 1)
 	go func() {
-		rs, err := LoadDir(dir, sinkhole.ActionSinkhole)
+		rs, err := LoadDir(dir, sinkhole.ActionSinkhole, 0)
 		done <- loaded{rs, err}
 	}()
 	var l loaded
@@ -385,7 +380,7 @@ func TestParseFileMemoryBounded(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	r := ParseFile(p, "junk.txt", sinkhole.ActionSinkhole)
+	r := ParseFile(p, "junk.txt", sinkhole.ActionSinkhole, 0)
 	runtime.ReadMemStats(&after)
 	if r.Status != StatusOK || r.Source.Rules.Domain != 1 {
 		t.Fatalf("status %s, rules %+v: %v", r.Status, r.Source.Rules, r.Err)
@@ -409,7 +404,7 @@ func BenchmarkParseFileJunk100MiB(b *testing.B) {
 	b.SetBytes(writeJunkList(b, p, 100))
 	b.ReportAllocs()
 	for b.Loop() {
-		if r := ParseFile(p, "junk.txt", sinkhole.ActionSinkhole); r.Status != StatusOK {
+		if r := ParseFile(p, "junk.txt", sinkhole.ActionSinkhole, 0); r.Status != StatusOK {
 			b.Fatal(r.Err)
 		}
 	}

@@ -89,26 +89,20 @@ func (e *FileError) Error() string {
 // Unwrap returns the sentinel or os error, for errors.Is.
 func (e *FileError) Unwrap() error { return e.Err }
 
-// ParseFile parses and compiles one list file of at most
-// DefaultMaxFileSize bytes. name is its path relative to zones.dir with
-// forward slashes (or the path as given to `sinkd check`); it names the
-// Source and decides whether the file is an allowlist (a directory
-// component "allow", or a base name holding ".allow") or an RPZ zone
-// (.rpz, .zone). def is the action of files without a directive.
+// ParseFile parses and compiles one list file of at most maxSize bytes
+// (zones.max_file_size; <= 0 means DefaultMaxFileSize): a larger file fails
+// with ErrTooLarge before it is read, as does a file that grows past it
+// while it is read. name is its path relative to zones.dir with forward
+// slashes (or the path as given to `sinkd check`); it names the Source and
+// decides whether the file is an allowlist (a directory component "allow",
+// or a base name holding ".allow") or an RPZ zone (.rpz, .zone). def is the
+// action of files without a directive.
 //
 // The file is read once, streaming: it is hashed while it is parsed, and
 // memory does not grow with its size (beyond its rules). Only a regular
 // file is opened: a directory, named pipe, socket or device fails without
 // being read.
-func ParseFile(path, name string, def sinkhole.Action) Result {
-	return ParseFileMax(path, name, def, DefaultMaxFileSize)
-}
-
-// ParseFileMax is ParseFile with another bound on the file's size
-// (zones.max_file_size); maxSize <= 0 means DefaultMaxFileSize. A larger
-// file fails with ErrTooLarge before it is read, as does a file that grows
-// past it while it is read.
-func ParseFileMax(path, name string, def sinkhole.Action, maxSize int64) Result {
+func ParseFile(path, name string, def sinkhole.Action, maxSize int64) Result {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxFileSize
 	}
@@ -467,21 +461,15 @@ func ignored(rel string) bool {
 // symlinked directories (each is listed as failed: "is a directory"). A
 // file that fails is a Result with status failed; LoadDir itself fails only
 // when dir cannot be read. An empty dir gives no results. Files larger than
-// DefaultMaxFileSize fail unread.
-func LoadDir(dir string, def sinkhole.Action) ([]Result, error) {
-	return LoadDirMax(dir, def, DefaultMaxFileSize)
-}
-
-// LoadDirMax is LoadDir with another bound on the size of each file
-// (zones.max_file_size, see ParseFileMax).
-func LoadDirMax(dir string, def sinkhole.Action, maxSize int64) ([]Result, error) {
+// maxSize (as in ParseFile) fail unread.
+func LoadDir(dir string, def sinkhole.Action, maxSize int64) ([]Result, error) {
 	if err := checkDir(dir); err != nil {
 		return nil, fmt.Errorf("zones: load %s: %w", dir, err)
 	}
 	var out []Result
 	err := walkLists(walkRoot(dir), listVisitor{
 		file: func(name, p string, _ fs.DirEntry, _ fs.FileInfo) {
-			out = append(out, ParseFileMax(p, name, def, maxSize))
+			out = append(out, ParseFile(p, name, def, maxSize))
 		},
 		bad: func(name, p string, ferr *FileError) { out = append(out, failedResult(p, name, ferr)) },
 	})

@@ -185,7 +185,7 @@ func TestParseFile(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			p := writeFile(t, dir, tt.file, tt.content)
-			r := ParseFile(p, tt.file, tt.def)
+			r := ParseFile(p, tt.file, tt.def, 0)
 			s := r.Source
 			if r.Status != tt.wantStatus {
 				t.Errorf("status = %q, want %q (err %v)", r.Status, tt.wantStatus, r.Err)
@@ -246,7 +246,7 @@ func TestParseFileUnreadable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := ParseFile(tt.path, "missing.txt", sinkhole.ActionSinkhole)
+			r := ParseFile(tt.path, "missing.txt", sinkhole.ActionSinkhole, 0)
 			if r.Status != StatusFailed || r.Rules != nil {
 				t.Errorf("status = %q, Rules = %v; want failed, nil", r.Status, r.Rules)
 			}
@@ -291,7 +291,7 @@ func TestParseFileCounts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			p := writeFile(t, t.TempDir(), tt.file, mixed)
-			r := ParseFile(p, tt.file, sinkhole.ActionSinkhole)
+			r := ParseFile(p, tt.file, sinkhole.ActionSinkhole, 0)
 			if r.Status != StatusOK {
 				t.Fatalf("status %q: %v", r.Status, r.Err)
 			}
@@ -374,7 +374,7 @@ func TestLoadDir(t *testing.T) {
 	symlink(t, "..2024_01_01_00_00_00.1", filepath.Join(dir, "..data"))
 	symlink(t, "..data/cm.txt", filepath.Join(dir, "cm.txt"))
 
-	rs, err := LoadDir(dir, sinkhole.ActionSinkhole)
+	rs, err := LoadDir(dir, sinkhole.ActionSinkhole, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,17 +427,17 @@ func TestLoadDirEmptyMissingSymlinked(t *testing.T) {
 	if err := os.Mkdir(empty, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	rs, err := LoadDir(empty, sinkhole.ActionSinkhole)
+	rs, err := LoadDir(empty, sinkhole.ActionSinkhole, 0)
 	if err != nil || len(rs) != 0 {
 		t.Errorf("LoadDir(empty) = %d results, %v; want none, nil", len(rs), err)
 	}
 
-	if _, err := LoadDir(filepath.Join(base, "missing"), sinkhole.ActionSinkhole); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := LoadDir(filepath.Join(base, "missing"), sinkhole.ActionSinkhole, 0); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("LoadDir(missing) err = %v, want ErrNotExist", err)
 	}
 
 	file := writeFile(t, base, "file.txt", "a.example\n")
-	if _, err := LoadDir(file, sinkhole.ActionSinkhole); err == nil {
+	if _, err := LoadDir(file, sinkhole.ActionSinkhole, 0); err == nil {
 		t.Error("LoadDir(a file) succeeded")
 	}
 
@@ -445,7 +445,7 @@ func TestLoadDirEmptyMissingSymlinked(t *testing.T) {
 	writeFile(t, base, "real/list.txt", "a.example\n")
 	link := filepath.Join(base, "link")
 	symlink(t, filepath.Join(base, "real"), link)
-	rs, err = LoadDir(link, sinkhole.ActionSinkhole)
+	rs, err = LoadDir(link, sinkhole.ActionSinkhole, 0)
 	if err != nil || len(rs) != 1 || rs[0].Source.Name != "list.txt" || rs[0].Status != StatusOK {
 		t.Errorf("LoadDir(symlinked dir) = %+v, %v; want list.txt ok", rs, err)
 	}
@@ -457,7 +457,7 @@ func TestCompile(t *testing.T) {
 	writeFile(t, dir, "a.txt", "a.example\n")
 	writeFile(t, dir, "b.txt", "com\n")
 	writeFile(t, dir, "c.txt", "c.example\n")
-	rs, err := LoadDir(dir, sinkhole.ActionSinkhole)
+	rs, err := LoadDir(dir, sinkhole.ActionSinkhole, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,7 +474,7 @@ func TestCompile(t *testing.T) {
 func TestParseFileFailedErrorsCapped(t *testing.T) {
 	t.Parallel()
 	p := writeFile(t, t.TempDir(), "junk.txt", strings.Repeat("junk\n", 8))
-	r := ParseFile(p, "junk.txt", sinkhole.ActionSinkhole)
+	r := ParseFile(p, "junk.txt", sinkhole.ActionSinkhole, 0)
 	want := []string{
 		"junk.txt: no valid rules (8 lines skipped)",
 		`junk.txt:1: single label "junk"`,

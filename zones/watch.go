@@ -575,7 +575,7 @@ func (w *Watcher) check(e *entry, old *fileState, force bool) *fileState {
 		return newFileState(e.fp, failedResult(e.path, e.name, e.err), Result{}, 0)
 	}
 	if old == nil {
-		res := ParseFileMax(e.path, e.name, w.settings.Action, w.cfg.MaxFileSize)
+		res := ParseFile(e.path, e.name, w.settings.Action, w.cfg.MaxFileSize)
 		if res.Err != nil {
 			return newFileState(e.fp, res, Result{}, 0)
 		}
@@ -601,7 +601,7 @@ func (w *Watcher) check(e *entry, old *fileState, force bool) *fileState {
 			}
 		}
 	}
-	res := ParseFileMax(e.path, e.name, w.settings.Action, w.cfg.MaxFileSize)
+	res := ParseFile(e.path, e.name, w.settings.Action, w.cfg.MaxFileSize)
 	if res.Err == nil {
 		good, goodSize = res, e.fp.size
 	}

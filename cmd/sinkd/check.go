@@ -35,12 +35,12 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		if _, err := os.Stat(cfg.zonesDir); err != nil {
 			return fmt.Errorf("check: zones.dir: %w", err)
 		}
-		if results, err = zones.LoadDirMax(cfg.zonesDir, cfg.settings.Action, cfg.zonesMaxFileSize); err != nil {
+		if results, err = zones.LoadDir(cfg.zonesDir, cfg.settings.Action, cfg.zonesMaxFileSize); err != nil {
 			return fmt.Errorf("check: %w", err)
 		}
 	} else {
 		for _, f := range fs.Args() {
-			results = append(results, zones.ParseFileMax(f, f, cfg.settings.Action, cfg.zonesMaxFileSize))
+			results = append(results, zones.ParseFile(f, f, cfg.settings.Action, cfg.zonesMaxFileSize))
 		}
 	}
 

@@ -77,7 +77,7 @@ func TestFeedsCommand(t *testing.T) {
 	if !strings.Contains(out.String(), "good: ok rules=2 ") || !strings.Contains(out.String(), "bad: failed rules=0") {
 		t.Errorf("output:\n%s", out.String())
 	}
-	r := zones.ParseFile(filepath.Join(dir, "zones.d", "feeds", "good.txt"), "feeds/good.txt", sinkhole.ActionSinkhole)
+	r := zones.ParseFile(filepath.Join(dir, "zones.d", "feeds", "good.txt"), "feeds/good.txt", sinkhole.ActionSinkhole, 0)
 	if r.Status != zones.StatusOK || r.Source.Rules.Domain != 1 || r.Source.Rules.CIDR != 1 || r.Source.Category != "test" {
 		t.Errorf("feed file: %s %+v %v", r.Status, r.Source.Rules, r.Err)
 	}
