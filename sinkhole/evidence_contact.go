@@ -223,22 +223,15 @@ func evHostOnly(h string) string {
 
 // appendContact appends a contact's members in the DESIGN.md order.
 func (e *evEncoder) appendContact(buf []byte, c *Contact) []byte {
-	client := evClientAddr(c.Client)
-	buf = append(buf, `,"client":"`...)
-	buf = client.AppendTo(buf)
-	buf = append(buf, '"')
-	buf = evAppendInt(buf, "client_port", int64(c.Client.Port()))
+	buf = evAppendAddrPort(buf, "client", c.Client)
 	if e.ident != nil {
-		mac, host := e.ident.lookup(client)
+		mac, host := e.ident.lookup(evClientAddr(c.Client))
 		buf = evAppendStr(buf, "mac", mac)
 		buf = evAppendStr(buf, "host", host)
 	}
 	buf = evAppendStr(buf, "proto", c.Proto)
 	if c.Sinkhole.IsValid() {
-		buf = append(buf, `,"sinkhole":"`...)
-		buf = evClientAddr(c.Sinkhole).AppendTo(buf)
-		buf = append(buf, '"')
-		buf = evAppendInt(buf, "sinkhole_port", int64(c.Sinkhole.Port()))
+		buf = evAppendAddrPort(buf, "sinkhole", c.Sinkhole)
 	}
 	buf = evAppendStr(buf, "kind", c.Kind)
 	buf = evAppendInt(buf, "bytes", c.Bytes)

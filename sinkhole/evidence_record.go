@@ -174,11 +174,7 @@ func (e *evEncoder) appendRecord(buf []byte, c *evChain, r *evRecord) []byte {
 // appendHit appends a hit's members: the DESIGN.md field list in order,
 // then category, rcode and note.
 func (e *evEncoder) appendHit(buf []byte, h *Hit) []byte {
-	client := evClientAddr(h.Client)
-	buf = append(buf, `,"client":"`...)
-	buf = client.AppendTo(buf)
-	buf = append(buf, '"')
-	buf = evAppendInt(buf, "client_port", int64(h.Client.Port()))
+	buf = evAppendAddrPort(buf, "client", h.Client)
 	buf = evAppendStr(buf, "proto", h.Proto)
 	buf = evAppendStr(buf, "qname", evName(h.QName))
 	buf = evAppendStr(buf, "qtype", evTypeString(h.QType))
@@ -195,7 +191,7 @@ func (e *evEncoder) appendHit(buf []byte, h *Hit) []byte {
 	buf = e.rr.appendRRs(buf, "answer", h.Answer, false)
 	buf = e.rr.appendRRs(buf, "upstream", h.Upstream, true)
 	if e.ident != nil {
-		mac, host := e.ident.lookup(client)
+		mac, host := e.ident.lookup(evClientAddr(h.Client))
 		buf = evAppendStr(buf, "mac", mac)
 		buf = evAppendStr(buf, "host", host)
 	}
@@ -307,6 +303,19 @@ func evAppendInt(buf []byte, key string, v int64) []byte {
 	buf = append(buf, key...)
 	buf = append(buf, '"', ':')
 	return strconv.AppendInt(buf, v, 10)
+}
+
+// evAppendAddrPort appends ,"key":"addr","key_port":port, the address as
+// evClientAddr shows it.
+func evAppendAddrPort(buf []byte, key string, ap netip.AddrPort) []byte {
+	buf = append(buf, ',', '"')
+	buf = append(buf, key...)
+	buf = append(buf, `":"`...)
+	buf = evClientAddr(ap).AppendTo(buf)
+	buf = append(buf, '"', ',', '"')
+	buf = append(buf, key...)
+	buf = append(buf, `_port":`...)
+	return strconv.AppendUint(buf, uint64(ap.Port()), 10)
 }
 
 // evAppendStrings appends ,"key":["a","b"] unless vals is empty.
