@@ -79,25 +79,7 @@ var dirReadableRe = regexp.MustCompile(`(?m)^sinkd_zones_dir_readable (\d+)$`)
 // policy when zones.dir is removed, until the directory is back.
 func TestReloadHostileFiles(t *testing.T) {
 	t.Parallel()
-	var rrs []string
-	for name, a := range reloadNames {
-		rrs = append(rrs, name+". 300 IN A "+a)
-	}
-	up := fakeUpstream(t, rrs...)
-	in := startSinkd(t, `
-listen:
-  dns: ["127.0.0.1:0"]
-  http: 127.0.0.1:0
-upstreams: ["`+up+`"]
-zones:
-  dir: ZONES
-  debounce: 50ms
-  max_file_size: 1MiB
-evidence:
-  dir: HITS
-sinkhole:
-  ipv4: `+reloadSinkhole+`
-`, map[string]string{"list.txt": "one.example\n", "keep.txt": "keep.example\n"})
+	in := startReloadSinkd(t, map[string]string{"list.txt": "one.example\n", "keep.txt": "keep.example\n"}, "max_file_size: 1MiB")
 	in.checkResolve(t, true, "one.example", "keep.example")
 
 	// 2.4 MB of valid names: loaded, were it not for the bound.
