@@ -87,10 +87,8 @@ type Listener struct {
 	udp   []*net.UDPConn
 	ports map[uint16]bool // port label values
 
-	sem chan struct{} // one token per open TCP connection
-
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]struct{} // open TCP connections: at most MaxConns
 
 	connections *prometheus.CounterVec
 	active      prometheus.Gauge
@@ -105,8 +103,7 @@ func New(cfg Config, rec Recorder, reg prometheus.Registerer, logger *slog.Logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Listener{cfg: cfg, rec: rec, log: logger, ports: map[uint16]bool{},
-		sem: make(chan struct{}, cfg.MaxConns), conns: map[net.Conn]struct{}{}}
+	l := &Listener{cfg: cfg, rec: rec, log: logger, ports: map[uint16]bool{}, conns: map[net.Conn]struct{}{}}
 	for _, a := range cfg.Addresses {
 		for _, p := range cfg.TCPPorts {
 			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, p)))
@@ -210,30 +207,35 @@ func (l *Listener) acceptLoop(ln *net.TCPListener, wg *sync.WaitGroup) {
 			time.Sleep(10 * time.Millisecond) // EMFILE and the like: do not spin
 			continue
 		}
-		select {
-		case l.sem <- struct{}{}:
-		default:
+		if !l.track(c) {
 			l.rejected.WithLabelValues("max_conns").Inc()
 			_ = c.SetLinger(0)
 			_ = c.Close()
 			continue
 		}
-		l.mu.Lock()
-		l.conns[c] = struct{}{}
-		l.mu.Unlock()
 		l.active.Inc()
 		wg.Go(func() {
 			defer func() {
+				_ = c.Close()
+				l.active.Dec()
 				l.mu.Lock()
 				delete(l.conns, c)
 				l.mu.Unlock()
-				_ = c.Close()
-				l.active.Dec()
-				<-l.sem
 			}()
 			l.handle(c)
 		})
 	}
+}
+
+// track adds c to the open connections unless MaxConns are open.
+func (l *Listener) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.conns) >= l.cfg.MaxConns {
+		return false
+	}
+	l.conns[c] = struct{}{}
+	return true
 }
 
 func (l *Listener) portLabel(p uint16) string {
