@@ -85,7 +85,7 @@ type Listener struct {
 	log   *slog.Logger
 	tcp   []*net.TCPListener
 	udp   []*net.UDPConn
-	ports map[uint16]bool // port label values
+	ports map[uint16]bool // the bound ports (every configured one): the port label values
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // open TCP connections: at most MaxConns
@@ -239,7 +239,7 @@ func (l *Listener) track(c net.Conn) bool {
 }
 
 func (l *Listener) portLabel(p uint16) string {
-	if l.ports[p] || slices.Contains(l.cfg.TCPPorts, p) || slices.Contains(l.cfg.UDPPorts, p) {
+	if l.ports[p] {
 		return strconv.Itoa(int(p))
 	}
 	return "other"
