@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"cmp"
 	"html"
 	"strings"
 
@@ -12,7 +13,7 @@ import (
 func blockPage(instance string, ct *sinkhole.Contact) string {
 	var b strings.Builder
 	b.WriteString("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Blocked by your network</title></head>\n<body>\n<h1>Blocked by your network</h1>\n<p>")
-	b.WriteString(html.EscapeString(cmpOr(ct.HTTP.Host, "This site")))
+	b.WriteString(html.EscapeString(cmp.Or(ct.HTTP.Host, "This site")))
 	b.WriteString(" is blocked by your network's DNS filter")
 	if ct.List != "" {
 		b.WriteString(" (list ")
@@ -27,11 +28,4 @@ func blockPage(instance string, ct *sinkhole.Contact) string {
 	}
 	b.WriteString("<p>If you think this is a mistake, contact your network's administrators and quote the reference.</p>\n</body></html>\n")
 	return b.String()
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
