@@ -61,15 +61,15 @@ type group struct {
 
 // domainSet is one source's compiled domain rules.
 type domainSet struct {
-	arena  []byte
+	arena []byte
+	// tab holds the rules' offsets and markers: slots (offset markerOff)
+	// holding only the hash of a parent of some rule (2 labels or more),
+	// so that a lookup walking up from the top-level domain stops at the
+	// first suffix that is neither a rule nor a parent of one, usually
+	// after one or two probes.
 	tab    []group
 	groups uint64 // len(tab), at least 1
 	n      int    // rules
-	// markers are slots (offset markerOff) holding only the hash of a
-	// parent of some rule (2 labels or more): a lookup walking up from the
-	// top-level domain stops at the first suffix that is neither a rule
-	// nor a parent of one, usually after one or two probes.
-	markers int
 
 	// labels has bit k set when some rule has k labels (k >= 63: bit 63),
 	// so lookups skip parent suffixes no rule can match.
@@ -338,7 +338,6 @@ func (d *domainSet) insertMarker(h uint64) {
 			k := bits.TrailingZeros64(e) >> 3
 			gr.ctrl = gr.ctrl&^(0xff<<(8*k)) | tag<<(8*k)
 			gr.offs[k] = markerOff
-			d.markers++
 			return
 		}
 		if g++; g == d.groups {
