@@ -89,6 +89,7 @@ type Listener struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // open TCP connections: at most MaxConns
+	done  bool                  // Serve is closing every connection: take no more
 
 	connections *prometheus.CounterVec
 	active      prometheus.Gauge
@@ -187,6 +188,7 @@ func (l *Listener) Serve(ctx context.Context) error {
 	<-ctx.Done()
 	l.closeSockets()
 	l.mu.Lock()
+	l.done = true
 	for c := range l.conns {
 		_ = c.Close()
 	}
@@ -227,11 +229,12 @@ func (l *Listener) acceptLoop(ln *net.TCPListener, wg *sync.WaitGroup) {
 	}
 }
 
-// track adds c to the open connections unless MaxConns are open.
+// track adds c to the open connections unless MaxConns are open or Serve
+// is closing them (c was accepted just before its socket closed).
 func (l *Listener) track(c net.Conn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.conns) >= l.cfg.MaxConns {
+	if l.done || len(l.conns) >= l.cfg.MaxConns {
 		return false
 	}
 	l.conns[c] = struct{}{}
