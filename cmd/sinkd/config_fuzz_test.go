@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -129,8 +130,9 @@ func checkLoaded(t *testing.T, c *config) {
 	if c.evidence.Dir == "" || c.zonesDir == "" {
 		t.Fatalf("loaded with zones.dir %q, evidence.dir %q", c.zonesDir, c.evidence.Dir)
 	}
-	if log, lv := newLogger(io.Discard, c.logLevel, c.logFormat); log == nil || lv.Level().String() != strings.ToUpper(c.logLevel) {
-		t.Fatalf("log.level %q is level %v", c.logLevel, lv.Level())
+	want := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[strings.ToLower(c.logLevel)]
+	if log := newLogger(io.Discard, c.logLevel, c.logFormat); !log.Enabled(context.Background(), want) || log.Enabled(context.Background(), want-1) {
+		t.Fatalf("log.level %q is not level %v", c.logLevel, want)
 	}
 }
 

@@ -52,7 +52,7 @@ func runFeeds(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log, _ := newLogger(stderr, cfg.logLevel, cfg.logFormat)
+	log := newLogger(stderr, cfg.logLevel, cfg.logFormat)
 	u, err := feeds.New(feeds.Config{ZonesDir: cfg.zonesDir, Feeds: cfg.feeds}, prometheus.NewRegistry(),
 		log.With("component", "feeds"))
 	if err != nil {

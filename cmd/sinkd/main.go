@@ -102,12 +102,12 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 var errHelp = errors.New("help")
 
 // newLogger builds the process logger from log.level and log.format.
-func newLogger(w io.Writer, level, format string) (*slog.Logger, *slog.LevelVar) {
-	lv := new(slog.LevelVar)
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), lv
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(w, opts)), lv
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -43,7 +43,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, _ := newLogger(stderr, cfg.logLevel, cfg.logFormat)
+	log := newLogger(stderr, cfg.logLevel, cfg.logFormat)
 	return serve(ctx, cfg, log, nil)
 }
 
