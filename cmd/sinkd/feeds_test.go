@@ -31,9 +31,7 @@ func TestFeedsConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "sinkd.yaml")
-			os.WriteFile(p, []byte(tt.yaml), 0o600)
-			cfg, err := loadConfig(p, "")
+			cfg, err := loadYAML(t, tt.yaml)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err %v, want %q", err, tt.wantErr)
