@@ -1,6 +1,7 @@
 package sinkhole
 
 import (
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -214,14 +215,9 @@ func NewPolicy(s Settings, rules []*Rules) *Policy {
 			p.ips = append(p.ips, ipSource{set: r.ip, rules: r, action: act, allow: r.allow})
 		}
 	}
-	for k := 63; k >= 0; k-- {
-		if p.labels&(1<<k) != 0 {
-			p.maxDepth = k
-			if k == 63 {
-				p.maxDepth = maxLabels
-			}
-			break
-		}
+	p.maxDepth = max(bits.Len64(p.labels)-1, 0)
+	if p.maxDepth == 63 { // bit 63 stands for 63 labels or more
+		p.maxDepth = maxLabels
 	}
 	return p
 }
