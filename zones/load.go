@@ -114,22 +114,19 @@ func ParseFile(path, name string, def sinkhole.Action, maxSize int64) Result {
 		Allow:    isAllow(name),
 		LoadedAt: start,
 	}
-	res := Result{Source: src, Status: StatusFailed}
-	res.Err = parseFile(&res, maxSize)
-	if res.Err != nil {
-		res.Rules = nil
+	res := Result{Source: src, Status: StatusOK}
+	if res.Err = parseFile(&res, maxSize); res.Err != nil {
 		res.Status = StatusFailed
 		// The reason first, then the first skipped lines: at most
 		// maxErrors in all.
 		src.Errors = append([]string{res.Err.Error()}, src.Errors[:min(len(src.Errors), maxErrors-1)]...)
-	} else {
-		res.Status = StatusOK
 	}
 	res.Took = time.Since(start)
 	return res
 }
 
-// parseFile fills res; it returns why the file failed.
+// parseFile fills res (its Rules only when the file is good); it returns
+// why the file failed.
 func parseFile(res *Result, maxSize int64) error {
 	src := res.Source
 	fail := func(line int, reason string, err error) error {
