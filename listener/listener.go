@@ -92,7 +92,7 @@ type Listener struct {
 	done  bool                  // Serve is closing every connection: take no more
 
 	connections *prometheus.CounterVec
-	active      prometheus.Gauge
+	active      prometheus.GaugeFunc // len(conns)
 	rejected    *prometheus.CounterVec
 }
 
@@ -129,8 +129,12 @@ func New(cfg Config, rec Recorder, reg prometheus.Registerer, logger *slog.Logge
 	l.connections = f.NewCounterVec(prometheus.CounterOpts{Name: "sinkd_listener_connections_total",
 		Help: "Connections (TCP) and datagrams (UDP) to the sinkhole listener, by protocol and original port (configured ports, else other)."},
 		[]string{"proto", "port"})
-	l.active = f.NewGauge(prometheus.GaugeOpts{Name: "sinkd_listener_active_connections",
-		Help: "TCP connections to the sinkhole listener open now."})
+	l.active = f.NewGaugeFunc(prometheus.GaugeOpts{Name: "sinkd_listener_active_connections",
+		Help: "TCP connections to the sinkhole listener open now."}, func() float64 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return float64(len(l.conns))
+	})
 	l.rejected = f.NewCounterVec(prometheus.CounterOpts{Name: "sinkd_listener_rejected_total",
 		Help: "Connections the sinkhole listener closed at once, by reason (max_conns, accept_error)."},
 		[]string{"reason"})
@@ -215,11 +219,9 @@ func (l *Listener) acceptLoop(ln *net.TCPListener, wg *sync.WaitGroup) {
 			_ = c.Close()
 			continue
 		}
-		l.active.Inc()
 		wg.Go(func() {
 			defer func() {
 				_ = c.Close()
-				l.active.Dec()
 				l.mu.Lock()
 				delete(l.conns, c)
 				l.mu.Unlock()
