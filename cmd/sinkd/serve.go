@@ -44,24 +44,19 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.logLevel, cfg.logFormat)
-	return serve(ctx, cfg, log, nil)
+	return serve(ctx, cfg, log)
 }
 
-// app is a running sinkd: what serve wires together.
+// app is what the listen.http handlers of a running sinkd see.
 type app struct {
-	cfg    *config
-	log    *slog.Logger
-	srv    *resolver.Server
-	up     resolver.Upstream
-	zones  *zones.Watcher // the lists: live reload, SIGHUP, /api/v1/lists and /api/v1/reload
-	ev     *sinkhole.Log  // the evidence log: hits, start/stop, reload records
-	ready  chan struct{}
-	httpLn net.Listener
+	cfg   *config
+	log   *slog.Logger
+	srv   *resolver.Server
+	zones *zones.Watcher // the lists: live reload, SIGHUP, /api/v1/lists and /api/v1/reload
 }
 
-// serve runs sinkd until ctx is done. started, if not nil, receives the app
-// once every socket is open (tests use it instead of sleeping).
-func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *app) error {
+// serve runs sinkd until ctx is done.
+func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	for _, d := range []string{cfg.zonesDir, cfg.evidence.Dir} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return fmt.Errorf("serve: %w", err)
@@ -99,12 +94,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 		}
 	}()
 
-	a := &app{cfg: cfg, log: log, up: up, ev: ev, ready: make(chan struct{})}
 	srv, err := resolver.New(cfg.resolver, up, ev, reg, log)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	a.srv = srv
 	// Every policy after the first is a reload record in the evidence chain,
 	// written once the policy is in force; the first is the start record's.
 	var startRecorded atomic.Bool
@@ -121,7 +114,6 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	a.zones = zw
 	// The first policy is in place before the sockets open: the first
 	// query already sees it.
 	rl, err := zw.Reload(ctx)
@@ -170,12 +162,14 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 	}()
 
 	var hs *http.Server
+	httpAddr := ""
 	if cfg.httpAddr != "" {
 		ln, err := net.Listen("tcp", cfg.httpAddr)
 		if err != nil {
 			return fmt.Errorf("serve: listen http %s: %w", cfg.httpAddr, err)
 		}
-		a.httpLn = ln
+		httpAddr = ln.Addr().String()
+		a := &app{cfg: cfg, log: log, srv: srv, zones: zw}
 		hs = &http.Server{Handler: requireToken(cfg.httpToken, a.mux(reg)), ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(1)
 		go func() {
@@ -205,15 +199,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, started chan<- *a
 		}
 	}()
 
-	httpAddr := ""
-	if a.httpLn != nil {
-		httpAddr = a.httpLn.Addr().String()
-	}
 	log.Info("sinkd serving", "version", version, "dns", srv.Addrs(), "http", httpAddr,
 		"upstreams", cfg.upstream.Servers, "zones", cfg.zonesDir)
-	if started != nil {
-		started <- a
-	}
 	err = srv.Serve(ctx)
 	stopReason = stopCause(ctx, err)
 	if hs != nil {
