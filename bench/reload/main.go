@@ -126,7 +126,7 @@ func latency(bin, dir, up string, debounce time.Duration, runs, lines int) error
 	if err != nil {
 		return err
 	}
-	defer sd.stop()
+	defer sd.Kill()
 	stage := filepath.Join(dir, "stage")
 	if err := os.MkdirAll(stage, 0o750); err != nil {
 		return err
@@ -139,14 +139,14 @@ func latency(bin, dir, up string, debounce time.Duration, runs, lines int) error
 		if err != nil {
 			return err
 		}
-		if got := resolve(c, sd.dns, name); got == sinkholeAddr {
+		if got := resolve(c, sd.DNS, name); got == sinkholeAddr {
 			return fmt.Errorf("%s blocked before its list was dropped", name)
 		}
 		start := time.Now()
 		if err := os.Rename(src, filepath.Join(sd.zones, "big.txt")); err != nil {
 			return err
 		}
-		for resolve(c, sd.dns, name) != sinkholeAddr {
+		for resolve(c, sd.DNS, name) != sinkholeAddr {
 			if time.Since(start) > 30*time.Second {
 				return fmt.Errorf("run %d: %s not blocked after 30 s", i, name)
 			}
@@ -203,7 +203,7 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 	if err != nil {
 		return err
 	}
-	defer sd.stop()
+	defer sd.Kill()
 
 	// Queries: a share of listed names (answered by the policy, each a
 	// hit record), the rest names the fake upstream answers (cached after
@@ -224,7 +224,7 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 	defer cancel()
 	go mon.run(ctx)
 
-	gen, err := newLoadGen(sd.dns, names, qps, timeout)
+	gen, err := newLoadGen(sd.DNS, names, qps, timeout)
 	if err != nil {
 		return err
 	}
@@ -245,7 +245,7 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 	from := loadStart.Add(time.Second)
 	for k := 1; k <= reloads; k++ {
 		time.Sleep(time.Until(from.Add(steady))) // the load runs meanwhile
-		if resolve(c, sd.dns, newest[k]) == sinkholeAddr {
+		if resolve(c, sd.DNS, newest[k]) == sinkholeAddr {
 			return fmt.Errorf("version %d's name is blocked before its rename", k)
 		}
 		la := sinkdproc.LoadAvg()
@@ -253,7 +253,7 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 		if err := os.Rename(filepath.Join(stage, fmt.Sprintf("feed%d.txt", k)), filepath.Join(sd.zones, "feed.txt")); err != nil {
 			return err
 		}
-		for resolve(c, sd.dns, newest[k]) != sinkholeAddr {
+		for resolve(c, sd.DNS, newest[k]) != sinkholeAddr {
 			if time.Since(renamed) > time.Minute {
 				return fmt.Errorf("version %d is not live after a minute", k)
 			}
@@ -307,8 +307,6 @@ func load(bin, dir, up string, debounce time.Duration, qps, domains, reloads int
 // sinkd is a running sinkd binary and its zones.dir.
 type sinkd struct {
 	*sinkdproc.Process
-	dns   string
-	http  string
 	zones string
 }
 
@@ -340,10 +338,8 @@ sinkhole:
 	if err != nil {
 		return nil, err
 	}
-	return &sinkd{Process: p, dns: p.DNS, http: p.HTTP, zones: zd}, nil
+	return &sinkd{Process: p, zones: zd}, nil
 }
-
-func (sd *sinkd) stop() { sd.Kill() }
 
 // fakeUpstream answers every A query with 192.0.2.1 (TTL 3600) and
 // everything else with NODATA, on 127.0.0.1.
@@ -406,7 +402,7 @@ func (m *monitor) run(ctx context.Context) {
 				return
 			case <-tick.C:
 			}
-			b, err := sinkdproc.Scrape(hc, m.sd.http)
+			b, err := sinkdproc.Scrape(hc, m.sd.HTTP)
 			if err != nil {
 				continue
 			}
@@ -435,7 +431,7 @@ func (m *monitor) run(ctx context.Context) {
 			m.mu.Lock()
 			m.rss = append(m.rss, sample{now, v})
 			m.mu.Unlock()
-			if d, ok := sinkdproc.UDPDrops(m.sd.dns); ok {
+			if d, ok := sinkdproc.UDPDrops(m.sd.DNS); ok {
 				m.mu.Lock()
 				m.drops = append(m.drops, sample{now, d})
 				m.mu.Unlock()
