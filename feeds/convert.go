@@ -57,14 +57,20 @@ func (lw *lineWriter) line(b []byte) error {
 // package zones (plain, hosts, adblock, wildcard, addresses, CIDRs).
 func convertLines(r io.Reader, lw *lineWriter) error {
 	br := bufio.NewReaderSize(r, maxLine)
-	for {
+	for first := true; ; first = false {
 		line, err := br.ReadSlice('\n')
+		if first {
+			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")) // UTF-8 BOM, as zones strips it
+		}
 		if err == bufio.ErrBufferFull {
 			for err == bufio.ErrBufferFull {
 				if bytes.IndexByte(line, 0) >= 0 {
 					return errBinary
 				}
 				line, err = br.ReadSlice('\n')
+			}
+			if bytes.IndexByte(line, 0) >= 0 { // the long line's last piece
+				return errBinary
 			}
 			lw.skipped++
 			line = nil

@@ -75,3 +75,30 @@ func checkLines(t *testing.T, out string, rules int) {
 		t.Fatalf("re-read %d rules, counted %d:\n%s", lw.rules, rules, out)
 	}
 }
+
+// TestConvertLinesEdges: a body starting with a UTF-8 byte-order mark keeps
+// its first rule (zones strips the mark too), and a NUL in the last piece
+// of an over-long line still makes the body binary.
+func TestConvertLinesEdges(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		body      string
+		wantRules int
+		wantErr   error
+	}{
+		{name: "BOM", body: "\xef\xbb\xbfevil.example\nbad.example\n", wantRules: 2},
+		{name: "NUL at the end of a long line", body: "evil.example\n" + strings.Repeat("x", maxLine+10) + "\x00\nbad.example\n", wantErr: errBinary},
+		{name: "long line skipped", body: "evil.example\n" + strings.Repeat("x", maxLine+10) + "\nbad.example\n", wantRules: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			lw := &lineWriter{w: bufio.NewWriter(&out)}
+			err := convertLines(strings.NewReader(tt.body), lw)
+			if err != tt.wantErr || (err == nil && lw.rules != tt.wantRules) {
+				t.Errorf("convertLines = %v with %d rules, want %v with %d", err, lw.rules, tt.wantErr, tt.wantRules)
+			}
+		})
+	}
+}
