@@ -106,6 +106,12 @@ func appendKey(dst []byte, q *query) []byte {
 	return append(dst, f)
 }
 
+// splitKey returns the parts of a cache key made by appendKey.
+func splitKey(key []byte) (qname []byte, qtype, qclass uint16, flags byte) {
+	n := len(key) - 5
+	return key[:n], binary.BigEndian.Uint16(key[n:]), binary.BigEndian.Uint16(key[n+2:]), key[n+4]
+}
+
 func (c *cache) hash(key []byte) uint64 { return maphash.Bytes(c.seed, key) }
 
 // get returns the entry for key, fresh or stale, or nil.
@@ -146,15 +152,14 @@ func (c *cache) clampTTL(ttl uint32) uint32 {
 // built here, the first one included, so what scrub removes is neither
 // cached nor served, and the policy checks what is served.
 func (c *cache) newEntry(key []byte, m *dns.Msg, now time.Time) *entry {
-	qname := key[:len(key)-5]
-	qtype := binary.BigEndian.Uint16(key[len(key)-5:])
+	qname, qtype, qclass, _ := splitKey(key)
 	// The question is ours, not the upstream's: appendEntry writes the
 	// client's question over it, which must be exactly as long.
 	name, _, nerr := dns.UnpackDomainName(qname, 0)
 	if nerr != nil {
 		return nil
 	}
-	m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: binary.BigEndian.Uint16(key[len(key)-3:])}}
+	m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: qclass}}
 
 	// Our OPT is added per client; the upstream's is not kept.
 	extra := m.Extra[:0]

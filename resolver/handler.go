@@ -156,7 +156,7 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 
 	// 6. Upstream, with identical queries in flight coalesced.
 	s.m.misses.Inc()
-	e, err := s.resolve(ctx, key, q)
+	e, err := s.resolve(ctx, key)
 	if err != nil {
 		// A SERVFAIL entry is never an answer to fall back on: served
 		// stale, it would hide the upstream for staleRecheck, not 5 s.
@@ -341,11 +341,11 @@ func (s *Server) count(p proto, qtype uint16, rcode int, began time.Time) {
 	s.m.duration[p].Observe(s.now().Sub(began).Seconds())
 }
 
-// resolve asks upstream for q (coalescing identical queries in flight) and
-// caches the answer.
-func (s *Server) resolve(ctx context.Context, key []byte, q *query) (*entry, error) {
+// resolve asks upstream the question of the cache key (coalescing identical
+// queries in flight) and caches the answer.
+func (s *Server) resolve(ctx context.Context, key []byte) (*entry, error) {
 	v, err, shared := s.flight.Do(string(key), func() (any, error) {
-		return s.exchange(ctx, key, q.qname, q.qtype, q.do, q.flags&flagCD != 0)
+		return s.exchange(ctx, key)
 	})
 	if shared {
 		s.m.coalesced.Inc()
@@ -361,17 +361,19 @@ func (s *Server) resolve(ctx context.Context, key []byte, q *query) (*entry, err
 // treated like a failure.
 var errUncacheable = errors.New("resolver: upstream answer not cacheable")
 
-// exchange asks upstream and stores the answer.
-func (s *Server) exchange(ctx context.Context, key, qname []byte, qtype uint16, do, cd bool) (*entry, error) {
+// exchange asks upstream the question of the cache key and stores the
+// answer.
+func (s *Server) exchange(ctx context.Context, key []byte) (*entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
+	qname, qtype, qclass, flags := splitKey(key)
 	m := new(dns.Msg)
 	m.Id = dns.Id()
 	m.RecursionDesired = true
-	m.CheckingDisabled = cd
+	m.CheckingDisabled = flags&keyFlagCD != 0
 	name := string(appendPresName(make([]byte, 0, len(qname)+8), qname)) + "."
-	m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: dns.ClassINET}}
-	m.SetEdns0(ednsSize, do)
+	m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: qclass}}
+	m.SetEdns0(ednsSize, flags&keyFlagDO != 0)
 	reply, err := s.up.Exchange(ctx, m)
 	if err != nil {
 		return nil, err
@@ -389,17 +391,11 @@ func (s *Server) exchange(ctx context.Context, key, qname []byte, qtype uint16, 
 // prefetch refreshes e in the background.
 func (s *Server) prefetch(e *entry) {
 	s.m.prefetch.Inc()
-	var q query
-	if q.parseHeader(e.msg) != nil || q.parseQuestion(e.msg) != nil {
-		return
-	}
-	key := bytes.Clone(e.key)
-	qname := bytes.Clone(e.key[:len(e.key)-5])
 	s.inflight.Add(1)
 	go func() {
 		defer s.inflight.Done()
-		_, _, _ = s.flight.Do(string(key), func() (any, error) {
-			return s.exchange(s.base, key, qname, q.qtype, key[len(key)-1]&keyFlagDO != 0, key[len(key)-1]&keyFlagCD != 0)
+		_, _, _ = s.flight.Do(string(e.key), func() (any, error) {
+			return s.exchange(s.base, e.key)
 		})
 	}()
 }
