@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/hex"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sinkd/sinkd/internal/sinkdproc"
 )
 
 // The sinkhole address of these tests: all of 127.0.0.0/8 is loopback on
@@ -266,15 +267,8 @@ func TestListenerEndToEnd(t *testing.T) {
 // it) from the running instance; -1 when absent.
 func metricValue(t *testing.T, in *instance, sample string) float64 {
 	t.Helper()
-	sc := bufio.NewScanner(strings.NewReader(httpBody(t, "http://"+in.http+"/metrics")))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
-		}
+	if v, ok := sinkdproc.Value([]byte(httpBody(t, "http://"+in.http+"/metrics")), sample); ok {
+		return v
 	}
 	return -1
 }

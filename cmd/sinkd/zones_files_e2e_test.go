@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -72,8 +71,6 @@ func (in *instance) waitList(t *testing.T, name, status string) apiList {
 	}
 }
 
-var dirReadableRe = regexp.MustCompile(`(?m)^sinkd_zones_dir_readable (\d+)$`)
-
 // TestReloadHostileFiles runs sinkd with a small zones.max_file_size:
 // a list that grows past it keeps its good version, and so does the whole
 // policy when zones.dir is removed, until the directory is back.
@@ -104,9 +101,9 @@ func TestReloadHostileFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for m := dirReadableRe.FindStringSubmatch(httpBody(t, "http://"+in.http+"/metrics")); m == nil || m[1] != "0"; m = dirReadableRe.FindStringSubmatch(httpBody(t, "http://"+in.http+"/metrics")) {
+	for v := metricValue(t, in, "sinkd_zones_dir_readable"); v != 0; v = metricValue(t, in, "sinkd_zones_dir_readable") {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 10 s: sinkd_zones_dir_readable = %v, want 0", m)
+			t.Fatalf("after 10 s: sinkd_zones_dir_readable = %v, want 0", v)
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval
 	}

@@ -165,8 +165,9 @@ func Scrape(c *http.Client, addr string) ([]byte, error) {
 	return b, nil
 }
 
-// Value is the value of the first sample of metric name (without labels)
-// in a Prometheus text exposition.
+// Value is the value of the first sample of metric name in a Prometheus
+// text exposition; name may carry labels as the exposition prints them
+// (`sinkd_evidence_lost_total{reason="torn"}`).
 func Value(exposition []byte, name string) (float64, bool) {
 	prefix := []byte(name + " ")
 	for line := range bytes.Lines(exposition) {
