@@ -99,10 +99,7 @@ func generate(dir string, n, nclients, days int, segment int64, keyFile string, 
 
 	// 5000 names, each with its synthesized answer and (cname, ip) the
 	// upstream reply, packed once like the resolver's cache entries.
-	type tmpl struct {
-		hit sinkhole.Hit
-	}
-	names := make([]tmpl, 5000)
+	names := make([]sinkhole.Hit, 5000)
 	for i := range names {
 		qname := fmt.Sprintf("host%d.evil%d.example", i%7, i)
 		h := sinkhole.Hit{Proto: "udp", QName: qname, QType: dns.TypeA, Trigger: sinkhole.TriggerQName, Match: qname,
@@ -117,7 +114,7 @@ func generate(dir string, n, nclients, days int, segment int64, keyFile string, 
 			h.Trigger, h.Match, h.Rule = sinkhole.TriggerIP, "203.0.113.45", "203.0.113.0/24"
 			h.Upstream = pack(qname, qname+". 300 IN A 203.0.113.45")
 		}
-		names[i].hit = h
+		names[i] = h
 	}
 
 	began := time.Now()
@@ -125,7 +122,7 @@ func generate(dir string, n, nclients, days int, segment int64, keyFile string, 
 		t := start.Add(time.Duration(i) * step)
 		now.Store(t.UnixNano())
 		h := new(sinkhole.Hit)
-		*h = names[(i*7919)%len(names)].hit
+		*h = names[(i*7919)%len(names)]
 		h.Time, h.Client = t, clients[(i*31)%nclients]
 		l.RecordHit(h)
 		if i%20000 == 19999 {
