@@ -29,8 +29,11 @@ type request struct {
 	client   netip.AddrPort
 	proto    proto
 	admitted bool // ACL and rate limit already passed (second, slow pass)
-	key      [maxNameLen + 5]byte
-	keyLen   int
+	// qv is the query name's verdict, set by step 3 of handle: a
+	// statusSlow query refused a slot for upstream still needs it.
+	qv     sinkhole.Verdict
+	key    [maxNameLen + 5]byte
+	keyLen int
 }
 
 // Handle is the one wire-level entry point: it answers the query msg from
@@ -96,9 +99,10 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 	// 3. The query name against the policy before the cache or upstream: a
 	// blocked name is never asked upstream.
 	pol := s.policy.Load()
-	qv := pol.CheckQuery(addr, q.presName())
+	r.qv = pol.CheckQuery(addr, q.presName())
+	qv := &r.qv
 	if qv.Blocks() {
-		out = s.block(out, r, pol, &qv, nil, now)
+		out = s.block(out, r, pol, qv, nil, now)
 		return s.reply(out, start, q, p, now)
 	}
 
@@ -114,7 +118,7 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 			out = appendOPT(out, 0, q.do, -1, "")
 		}
 		if qv.Hit() && !qv.Allowed { // a log rule: answered normally, still recorded
-			s.record(r, &qv, out[start:], nil, now)
+			s.record(r, qv, out[start:], nil, now)
 		}
 		return s.reply(out, start, q, p, now)
 	}
@@ -129,14 +133,14 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 		if !slow {
 			s.m.hits.Inc()
 		}
-		out = s.servFail(out, r, &qv, edeCachedError, "", now)
+		out = s.servFail(out, r, qv, edeCachedError, "", now)
 		return s.reply(out, start, q, p, now)
 	}
 	if e != nil && !e.fresh(now) && s.recentlyFailed(e, now) {
 		// RFC 8767's failure recheck: upstream failed for this name moments
 		// ago; answer stale at once instead of waiting out another timeout.
 		s.m.stale.Inc()
-		out = s.answer(out, r, pol, &qv, e, now, true)
+		out = s.answer(out, r, pol, qv, e, now, true)
 		return s.reply(out, start, q, p, now)
 	}
 	if e != nil && e.fresh(now) {
@@ -147,7 +151,7 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 				s.prefetch(e)
 			}
 		}
-		out = s.answer(out, r, pol, &qv, e, now, false)
+		out = s.answer(out, r, pol, qv, e, now, false)
 		return s.reply(out, start, q, p, now)
 	}
 	if !slow {
@@ -163,12 +167,12 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 		if st := s.cache.get(key); st != nil && st.rcode != rcodeServFail {
 			switch {
 			case st.fresh(now): // stored meanwhile (a prefetch, another flight)
-				out = s.answer(out, r, pol, &qv, st, now, false)
+				out = s.answer(out, r, pol, qv, st, now, false)
 				return s.reply(out, start, q, p, now)
 			case s.cfg.Cache.ServeStale && now.Sub(st.expires) < staleWindow:
 				st.failedAt.Store(now.UnixNano())
 				s.m.stale.Inc()
-				out = s.answer(out, r, pol, &qv, st, now, true)
+				out = s.answer(out, r, pol, qv, st, now, true)
 				return s.reply(out, start, q, p, now)
 			}
 		}
@@ -176,10 +180,10 @@ func (s *Server) handle(ctx context.Context, out, msg []byte, client netip.AddrP
 		// for every retry of every client.
 		s.cache.addServFail(key, q, now)
 		code, text := servFailReason(err)
-		out = s.servFail(out, r, &qv, code, text, now)
+		out = s.servFail(out, r, qv, code, text, now)
 		return s.reply(out, start, q, p, now)
 	}
-	out = s.answer(out, r, pol, &qv, e, now, false)
+	out = s.answer(out, r, pol, qv, e, now, false)
 	return s.reply(out, start, q, p, now)
 }
 

@@ -244,8 +244,7 @@ func (s *Server) releaseSlow() { s.slow.Add(-1) }
 // with EDE 0 "server busy" when the query had EDNS; a log rule's hit is
 // still recorded, as on every other SERVFAIL.
 func (s *Server) busy(out []byte, r *request) []byte {
-	qv := s.policy.Load().CheckQuery(r.client.Addr(), r.q.presName())
-	return s.servFail(out, r, &qv, edeOther, "server busy", s.now())
+	return s.servFail(out, r, &r.qv, edeOther, "server busy", s.now())
 }
 
 // udpRecvBuffer is the UDP socket receive buffer we ask for: about 10 ms
