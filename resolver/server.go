@@ -311,39 +311,34 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 			}
 			msg := m.Buffers[0][:m.N]
 			reply, st := s.handle(s.base, outs[i][:0], msg, from, protoUDP, false, false, &r)
-			switch st {
-			case statusReply:
-				k := len(wms)
-				wbuf[k][0] = reply
-				w := ipv4.Message{Buffers: wbuf[k][:], Addr: ua}
-				if src.IsValid() {
-					w.OOB = appendPktSrc(oobs[k][:0], src, v6)
-				}
-				wms = append(wms, w)
-			case statusSlow:
-				if !s.acquireSlow() {
-					k := len(wms)
-					wbuf[k][0] = s.busy(outs[i][:0], &r)
-					w := ipv4.Message{Buffers: wbuf[k][:], Addr: ua}
-					if src.IsValid() {
-						w.OOB = appendPktSrc(oobs[k][:0], src, v6)
-					}
-					wms = append(wms, w)
+			if st == statusSlow {
+				if s.acquireSlow() {
+					msg := append([]byte(nil), msg...)
+					admitted := r.admitted
+					s.inflight.Add(1)
+					go func() {
+						defer s.inflight.Done()
+						defer s.releaseSlow()
+						var r request
+						reply, st := s.handle(s.base, nil, msg, from, protoUDP, true, admitted, &r)
+						if st == statusReply {
+							s.writeUDP(c, reply, make([]byte, 0, oobSize), src, v6, from)
+						}
+					}()
 					continue
 				}
-				msg := append([]byte(nil), msg...)
-				admitted := r.admitted
-				s.inflight.Add(1)
-				go func() {
-					defer s.inflight.Done()
-					defer s.releaseSlow()
-					var r request
-					reply, st := s.handle(s.base, nil, msg, from, protoUDP, true, admitted, &r)
-					if st == statusReply {
-						s.writeUDP(c, reply, make([]byte, 0, oobSize), src, v6, from)
-					}
-				}()
+				reply, st = s.busy(outs[i][:0], &r), statusReply
 			}
+			if st != statusReply {
+				continue
+			}
+			k := len(wms)
+			wbuf[k][0] = reply
+			w := ipv4.Message{Buffers: wbuf[k][:], Addr: ua}
+			if src.IsValid() {
+				w.OOB = appendPktSrc(oobs[k][:0], src, v6)
+			}
+			wms = append(wms, w)
 		}
 		for len(wms) > 0 {
 			sent, err := bc.WriteBatch(wms, 0)
@@ -475,44 +470,38 @@ func (s *Server) serveConn(c *net.TCPConn) {
 			return
 		}
 		reply, st := s.handle(s.base, out[:2], buf[:n], from, protoTCP, false, false, &r)
-		if refused { // one message, answered or not (it never waits on upstream)
-			if st == statusReply {
-				binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
-				write(reply)
-			}
-			return
-		}
-		switch st {
-		case statusReply:
-			binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
-			write(reply)
-			out = reply[:2]
-		case statusSlow:
+		if st == statusSlow { // never for a refused client: its REFUSED comes first
 			// At most tcpPipeline per connection: the reader waits, and
 			// holds no slot of maxSlow while it does.
 			pending <- struct{}{}
-			if !s.acquireSlow() {
-				<-pending
-				reply = s.busy(out[:2], &r)
-				binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
-				write(reply)
+			if s.acquireSlow() {
+				msg := append([]byte(nil), buf[:n]...)
+				admitted := r.admitted
+				conns.Add(1)
+				s.inflight.Add(1)
+				go func() {
+					defer s.inflight.Done()
+					defer conns.Done()
+					defer func() { <-pending; s.releaseSlow() }()
+					var r request
+					reply, st := s.handle(s.base, make([]byte, 2, 512), msg, from, protoTCP, true, admitted, &r)
+					if st == statusReply {
+						binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
+						write(reply)
+					}
+				}()
 				continue
 			}
-			msg := append([]byte(nil), buf[:n]...)
-			admitted := r.admitted
-			conns.Add(1)
-			s.inflight.Add(1)
-			go func() {
-				defer s.inflight.Done()
-				defer conns.Done()
-				defer func() { <-pending; s.releaseSlow() }()
-				var r request
-				reply, st := s.handle(s.base, make([]byte, 2, 512), msg, from, protoTCP, true, admitted, &r)
-				if st == statusReply {
-					binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
-					write(reply)
-				}
-			}()
+			<-pending
+			reply, st = s.busy(out[:2], &r), statusReply
+		}
+		if st == statusReply {
+			binary.BigEndian.PutUint16(reply, uint16(len(reply)-2))
+			write(reply)
+			out = reply[:2]
+		}
+		if refused { // one message, answered or not
+			return
 		}
 	}
 }
