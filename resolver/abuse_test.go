@@ -891,6 +891,8 @@ func TestOverloadServFailSaysBusy(t *testing.T) {
 	ts := startServerWith(t, clientUpstream{startUpstream(t, answerA(&n, "192.0.2.1", 300))}, rec, nil)
 	ts.SetPolicy(testPolicy(t, testList{name: "watch.txt", action: sinkhole.ActionLog, rules: []string{"watched.example"}}))
 	ts.ask(t, "udp", newQuery("cached.example.", dns.TypeA))
+	// The miss's slot is released after its reply is sent.
+	waitFor(t, "the first miss's slot released", func() bool { return ts.slow.Load() == 0 })
 	ts.slow.Store(maxSlow)
 	defer ts.slow.Store(0)
 	for _, proto := range []string{"udp", "tcp"} {
