@@ -28,6 +28,13 @@ import (
 // budget, RFC 8482 for ANY, UDP truncation and the idle timeout have tests
 // of their own in server_test.go; these add the attacks on top of them.
 
+// wireName returns name in lower-case wire format, or nil if it is not a
+// valid name.
+func wireName(name string) []byte {
+	var nb names
+	return nb.wire(name)
+}
+
 // mustRRs parses records in zone-file syntax.
 func mustRRs(t testing.TB, records ...string) []dns.RR {
 	t.Helper()

@@ -591,13 +591,6 @@ func coveredType(rr dns.RR) uint16 {
 	return rr.Header().Rrtype
 }
 
-// wireName returns name in lower-case wire format, or nil if it is not a
-// valid name.
-func wireName(name string) []byte {
-	var nb names
-	return nb.wire(name)
-}
-
 // names holds wire names in one buffer that grows; a name returned stays
 // valid (and unchanged) when it does.
 type names struct{ buf []byte }
