@@ -322,7 +322,7 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 						var r request
 						reply, st := s.handle(s.base, nil, msg, from, protoUDP, true, admitted, &r)
 						if st == statusReply {
-							s.writeUDP(c, reply, make([]byte, 0, oobSize), src, v6, from)
+							s.writeUDP(c, reply, src, v6, from)
 						}
 					}()
 					continue
@@ -351,11 +351,10 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 }
 
 // writeUDP sends a reply, from src when it is known (wildcard sockets).
-func (s *Server) writeUDP(c *net.UDPConn, reply, oob []byte, src netip.Addr, v6 bool, to netip.AddrPort) {
+func (s *Server) writeUDP(c *net.UDPConn, reply []byte, src netip.Addr, v6 bool, to netip.AddrPort) {
+	var oob []byte
 	if src.IsValid() {
-		oob = appendPktSrc(oob[:0], src, v6)
-	} else {
-		oob = nil
+		oob = appendPktSrc(nil, src, v6)
 	}
 	_, _, _ = c.WriteMsgUDPAddrPort(reply, oob, to)
 }
