@@ -394,7 +394,7 @@ func (s *Server) serveTCP(l *net.TCPListener) {
 		s.mu.Unlock()
 		s.m.tcpConns.Inc()
 		s.loops.Add(1)
-		go s.serveConn(c)
+		go s.serveConn(c, client)
 	}
 }
 
@@ -410,7 +410,8 @@ func tcpClientKey(a netip.Addr) netip.Addr {
 // serveConn answers the queries of one TCP connection, pipelined (RFC 7766):
 // queries are read as they come and answered as they are ready, possibly out
 // of order; the connection closes after tcp_idle_timeout without a query.
-func (s *Server) serveConn(c *net.TCPConn) {
+// client is the connection's key in tcpPerClient.
+func (s *Server) serveConn(c *net.TCPConn, client netip.Addr) {
 	defer s.loops.Done()
 	var (
 		wmu    sync.Mutex
@@ -426,7 +427,7 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		_ = c.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
-		if client := tcpClientKey(from.Addr()); s.tcpPerClient[client] <= 1 {
+		if s.tcpPerClient[client] <= 1 {
 			delete(s.tcpPerClient, client)
 		} else {
 			s.tcpPerClient[client]--
