@@ -110,7 +110,8 @@ func (q *query) parseHeader(m []byte) error {
 
 // parseQuestion reads the one question after the header (uncompressed name,
 // as every sane client sends) and the OPT record if the additional section
-// holds one. The header must have been parsed.
+// holds one. The header must have been parsed (which reset the fields
+// set here).
 func (q *query) parseQuestion(m []byte) error {
 	off := headerLen
 	n := 0
@@ -152,8 +153,6 @@ func (q *query) parseQuestion(m []byte) error {
 	q.qclass = binary.BigEndian.Uint16(m[off+2:])
 	off += 4
 	q.question = m[headerLen:off]
-	q.presLenSet = false
-	q.edns, q.do, q.badOPT, q.udpSize, q.ednsVer = false, false, false, 0, 0
 
 	if q.ancount != 0 || q.nscount != 0 {
 		// A query has no answer or authority records; skip them so the OPT
