@@ -384,16 +384,8 @@ func appendEntry(b []byte, q *query, e *entry, now time.Time, stale bool) []byte
 // truncate cuts the reply at b[start:] down to header, question and OPT,
 // with TC set, so the client retries over TCP (RFC 1035 4.2.1, RFC 7766).
 func truncate(b []byte, start int, q *query) []byte {
-	rcode := int(b[start+3] & 0xF)
-	var ar uint16
-	if q.edns {
-		ar = 1
-	}
-	b = appendHeader(b[:start], q.id, q.replyFlags(rcode)|flagTC, 1, 0, 0, ar)
-	b = append(b, q.question...)
-	if q.edns {
-		b = appendOPT(b, rcode, q.do, -1, "")
-	}
+	b = q.appendError(b[:start], int(b[start+3]&0xF), true)
+	b[start+2] |= flagTC >> 8
 	return b
 }
 

@@ -225,17 +225,8 @@ func servFailReason(err error) (code int, text string) {
 // servFail writes a SERVFAIL with the question and, when the query had
 // EDNS, EDE code and text; a log rule's hit is still recorded.
 func (s *Server) servFail(out []byte, r *request, qv *sinkhole.Verdict, code int, text string, now time.Time) []byte {
-	q := &r.q
 	start := len(out)
-	var ar uint16
-	if q.edns {
-		ar = 1
-	}
-	out = appendHeader(out, q.id, q.replyFlags(rcodeServFail), 1, 0, 0, ar)
-	out = append(out, q.question...)
-	if q.edns {
-		out = appendOPT(out, rcodeServFail, q.do, code, text)
-	}
+	out = r.q.appendErrorEDE(out, rcodeServFail, true, code, text)
 	if qv.Hit() && !qv.Allowed {
 		s.record(r, qv, out[start:], nil, now)
 	}

@@ -310,6 +310,12 @@ func appendOPT(b []byte, rcode int, do bool, ede int, text string) []byte {
 // appendError appends a reply carrying only the question (if parsed) and an
 // rcode, with an OPT when the query had one.
 func (q *query) appendError(b []byte, rcode int, withQuestion bool) []byte {
+	return q.appendErrorEDE(b, rcode, withQuestion, -1, "")
+}
+
+// appendErrorEDE is appendError whose OPT, if the query had EDNS, carries
+// EDE info-code ede (-1: none) with text.
+func (q *query) appendErrorEDE(b []byte, rcode int, withQuestion bool, ede int, text string) []byte {
 	var qd, ar uint16
 	if withQuestion {
 		qd = 1
@@ -322,7 +328,7 @@ func (q *query) appendError(b []byte, rcode int, withQuestion bool) []byte {
 		b = append(b, q.question...)
 	}
 	if q.edns {
-		b = appendOPT(b, rcode, q.do, -1, "")
+		b = appendOPT(b, rcode, q.do, ede, text)
 	}
 	return b
 }
