@@ -441,13 +441,19 @@ var faultFaults = []struct {
 // with upstream_timeout faultTimeout; the pool closes after the server.
 func startFaultServer(t *testing.T, mod func(*Config), servers ...string) *testServer {
 	t.Helper()
-	pool, err := upstream.New(upstream.Config{Servers: servers, Timeout: faultTimeout}, prometheus.NewRegistry(), nil)
+	return startFaultServerTimeout(t, faultTimeout, mod, servers...)
+}
+
+// startFaultServerTimeout is startFaultServer with another upstream_timeout.
+func startFaultServerTimeout(t *testing.T, timeout time.Duration, mod func(*Config), servers ...string) *testServer {
+	t.Helper()
+	pool, err := upstream.New(upstream.Config{Servers: servers, Timeout: timeout}, prometheus.NewRegistry(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pool.Close() })
 	return startServer(t, pool, func(c *Config) {
-		c.QueryTimeout = faultTimeout
+		c.QueryTimeout = timeout
 		if mod != nil {
 			mod(c)
 		}
@@ -803,7 +809,9 @@ func TestFaultsServFailStorm(t *testing.T) {
 		t.Parallel()
 		f := startFaultUpstream(t, faultServFail, true)
 		var n atomic.Int32
-		ts := startFaultServer(t, nil, f.addr, startUpstream(t, answerA(&n, goodIP, 10)))
+		// Failover, not latency, is the question here: a SERVFAIL upstream
+		// then a healthy one within a whole second, even under -race.
+		ts := startFaultServerTimeout(t, time.Second, nil, f.addr, startUpstream(t, answerA(&n, goodIP, 10)))
 		if err := faultStorm(ts, queries, queries, workers, deadline, "storm", func(r *dns.Msg) error { return checkAnswer(r, goodIP, 10) }); err != nil {
 			t.Error(err)
 		}
